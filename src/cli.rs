@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The command line: lexopt into a `Config`. No I/O here.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::log::Level;
+
+pub const USAGE: &str = "\
+Usage: virt-qemu-qmp-proxy [OPTION]... DOMAIN QMP-SOCKET-PATH
+
+Expose a QMP server on a UNIX socket for a QEMU guest managed by libvirt.
+DOMAIN is the guest's ID, UUID or name.
+
+Options:
+  -c, --connect URI   libvirt connection URI (default: libvirt's own choice,
+                      LIBVIRT_DEFAULT_URI or qemu:///system as root)
+  -v, --verbose       print every QMP message in and out on stderr
+  -d, --debug         also print internal details and libvirt's messages
+  -q, --quiet         print errors only
+  -h, --help          show this help and exit
+  -V, --version       show the version and exit
+
+Warning: libvirt marks the guest as tainted; keep to query commands.";
+
+/// What the proxy was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    Help,
+    Version,
+}
+
+/// Everything `server::run` needs from the command line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Config {
+    pub uri: Option<String>,
+    pub domain: String,
+    pub socket: PathBuf,
+    pub level: Level,
+}
+
+/// Parses the arguments that follow the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+
+    let mut uri = None;
+    let mut level = Level::Info;
+    let mut domain = None;
+    let mut socket = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') | Long("connect") => uri = Some(parser.value()?.string()?),
+            Short('v') | Long("verbose") => level = level.max(Level::Traffic),
+            Short('d') | Long("debug") => level = Level::Debug,
+            Short('q') | Long("quiet") => level = Level::Error,
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Value(value) if domain.is_none() => domain = Some(value.string()?),
+            Value(value) if socket.is_none() => socket = Some(PathBuf::from(value)),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Command::Run(Config {
+        uri,
+        domain: domain.ok_or("missing argument DOMAIN")?,
+        socket: socket.ok_or("missing argument QMP-SOCKET-PATH")?,
+        level,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Command, lexopt::Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    fn config(args: &[&str]) -> Config {
+        match parse_strs(args) {
+            Ok(Command::Run(config)) => config,
+            other => panic!("expected a config from {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn domain_and_socket_are_positional() {
+        let c = config(&["vm1", "/run/vm1.qmp"]);
+        assert_eq!(c.domain, "vm1");
+        assert_eq!(c.socket, PathBuf::from("/run/vm1.qmp"));
+        assert_eq!(c.uri, None);
+        assert_eq!(c.level, Level::Info);
+    }
+
+    #[test]
+    fn connect_takes_a_uri_in_both_spellings() {
+        assert_eq!(config(&["-c", "qemu:///session", "a", "b"]).uri.as_deref(), Some("qemu:///session"));
+        assert_eq!(config(&["--connect=test:///default", "a", "b"]).uri.as_deref(), Some("test:///default"));
+        assert_eq!(config(&["a", "--connect", "x:///", "b"]).uri.as_deref(), Some("x:///"));
+    }
+
+    #[test]
+    fn verbosity_options_set_the_level() {
+        assert_eq!(config(&["-v", "a", "b"]).level, Level::Traffic);
+        assert_eq!(config(&["--verbose", "a", "b"]).level, Level::Traffic);
+        assert_eq!(config(&["-d", "-v", "a", "b"]).level, Level::Debug);
+        assert_eq!(config(&["-q", "a", "b"]).level, Level::Error);
+    }
+
+    #[test]
+    fn help_and_version_win_over_missing_arguments() {
+        assert_eq!(parse_strs(&["-h"]).unwrap(), Command::Help);
+        assert_eq!(parse_strs(&["--help", "--bogus"]).unwrap(), Command::Help);
+        assert_eq!(parse_strs(&["-V"]).unwrap(), Command::Version);
+        assert_eq!(parse_strs(&["--version"]).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn missing_arguments_are_named() {
+        assert_eq!(parse_strs(&[]).unwrap_err().to_string(), "missing argument DOMAIN");
+        assert_eq!(parse_strs(&["vm"]).unwrap_err().to_string(), "missing argument QMP-SOCKET-PATH");
+        assert!(parse_strs(&["-c"]).unwrap_err().to_string().contains("missing argument"));
+    }
+
+    #[test]
+    fn unknown_options_and_extra_arguments_are_refused() {
+        assert_eq!(parse_strs(&["--foo", "a", "b"]).unwrap_err().to_string(), "invalid option '--foo'");
+        assert_eq!(parse_strs(&["-x", "a", "b"]).unwrap_err().to_string(), "invalid option '-x'");
+        assert!(parse_strs(&["a", "b", "c"]).unwrap_err().to_string().contains("'c'"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn socket_path_need_not_be_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let path = OsString::from_vec(b"/tmp/\xff.sock".to_vec());
+        let args = vec![OsString::from("vm"), path.clone()];
+        match parse(args).unwrap() {
+            Command::Run(c) => assert_eq!(c.socket.into_os_string(), path),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The one error type of the program: everything that can stop it.
+//!
+//! Failures on a client's side never become an `Error`: they are answered
+//! with a QMP error object or end that client's connection.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why the proxy could not start or had to stop.
+#[derive(Debug)]
+pub enum Error {
+    /// libvirt could not open the connection.
+    Connect { uri: Option<String>, source: virt::error::Error },
+    /// The connection is to a driver other than QEMU's.
+    NotQemu { uri: String, driver: String },
+    /// No domain has this ID, UUID or name.
+    DomainNotFound { domain: String, uri: String, reason: String },
+    /// The domain exists but QEMU is not running it.
+    NotRunning { domain: String },
+    /// A libvirt call needed to start serving failed.
+    Libvirt { what: String, source: virt::error::Error },
+    /// The guest answered something that is not QMP.
+    Guest { domain: String, what: String },
+    /// A live server already listens on the socket path.
+    SocketInUse { path: PathBuf },
+    /// The socket path holds something that is not a socket: left alone.
+    PathTaken { path: PathBuf, kind: &'static str },
+    /// The socket could not be checked, created or listened on.
+    Socket { path: PathBuf, source: io::Error },
+    /// An operating system call failed.
+    Io { what: &'static str, source: io::Error },
+    /// libvirt went away and could not be reached again in time.
+    ConnectionLost { uri: String },
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        1
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect { uri: Some(uri), source } => {
+                write!(f, "cannot connect to '{uri}': {}", source.message())
+            }
+            Error::Connect { uri: None, source } => write!(
+                f,
+                "cannot connect to libvirt's default URI: {} (choose one with -c)",
+                source.message()
+            ),
+            Error::NotQemu { uri, driver } => write!(
+                f,
+                "connection '{uri}' uses the {driver} driver; QMP needs QEMU (try -c qemu:///system)"
+            ),
+            Error::DomainNotFound { domain, uri, reason } => {
+                write!(f, "domain '{domain}' not found on '{uri}': {reason}")
+            }
+            Error::NotRunning { domain } => write!(f, "domain '{domain}' is not running"),
+            Error::Libvirt { what, source } => write!(f, "{what}: {}", source.message()),
+            Error::Guest { domain, what } => write!(f, "domain '{domain}': {what}"),
+            Error::SocketInUse { path } => write!(
+                f,
+                "'{}' is already in use: another server listens on it",
+                path.display()
+            ),
+            Error::PathTaken { path, kind } => write!(
+                f,
+                "'{}' exists and is a {kind}, not a socket; refusing to replace it",
+                path.display()
+            ),
+            Error::Socket { path, source } => {
+                write!(f, "cannot listen on '{}': {source}", path.display())
+            }
+            Error::Io { what, source } => write!(f, "{what}: {source}"),
+            Error::ConnectionLost { uri } => {
+                write!(f, "lost the libvirt connection to '{uri}' and could not reconnect")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect { source, .. } | Error::Libvirt { source, .. } => Some(source),
+            Error::Socket { source, .. } | Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T> = std::result::Result<T, Error>;

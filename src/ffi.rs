@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! Every `unsafe` call of the program: what neither std nor the `virt`
+//! crate offers safely.
+//!
+//! No raw pointer leaves this file: callers get RAII registrations, owned
+//! file descriptors and std types.
+
+use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::mpsc::Sender;
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+use crate::events::Notice;
+
+/// Creates a listening UNIX socket at `path` with mode 0600 whatever the
+/// umask. The mode is set on the socket before `bind`, which creates the
+/// file from it: no moment exists at which others could connect, and no
+/// process-wide umask change races with other threads.
+pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
+    // SAFETY: a zeroed sockaddr_un is a valid value (family 0, empty path).
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= address.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a socket path must be 1 to {} bytes without NUL",
+                address.sun_path.len() - 1
+            ),
+        ));
+    }
+    for (slot, byte) in address.sun_path.iter_mut().zip(bytes) {
+        *slot = *byte as c_char;
+    }
+    // SAFETY: plain syscall; the returned descriptor is checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: fchmod on a descriptor we own.
+    if unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `address` is a valid sockaddr_un of `length` bytes that outlives the call.
+    let bound = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            &address as *const libc::sockaddr_un as *const libc::sockaddr,
+            length,
+        )
+    };
+    if bound < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen on a bound socket we own.
+    if unsafe { libc::listen(socket.as_raw_fd(), libc::SOMAXCONN) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixListener::from(socket))
+}
+
+/// Wakes every thread blocked in `accept` on `listener`: on Linux they get
+/// EINVAL. Unlike connecting to ourselves, this works even if somebody
+/// removed or replaced the socket file.
+pub fn stop_accepting(listener: &UnixListener) {
+    // SAFETY: shutdown on a descriptor `listener` owns; no memory involved.
+    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// A QEMU monitor event registration for one domain; deregisters on drop.
+pub struct MonitorEvents {
+    connection: Connect,
+    callback_id: c_int,
+}
+
+impl MonitorEvents {
+    /// Sends every QMP event of `domain` to `notices`, from libvirt's event loop thread.
+    pub fn register(
+        connection: &Connect,
+        domain: &Domain,
+        notices: Sender<Notice>,
+    ) -> Result<MonitorEvents, virt::error::Error> {
+        let opaque = Box::into_raw(Box::new(notices)) as *mut c_void;
+        // SAFETY: the pointers come from live wrappers; `opaque` is a leaked
+        // Box<Sender<Notice>> that libvirt hands to `on_monitor_event` and,
+        // once registered, frees exactly once through `free_sender`.
+        let callback_id = unsafe {
+            sys::virConnectDomainQemuMonitorEventRegister(
+                connection.as_ptr(),
+                domain.as_ptr(),
+                std::ptr::null(),
+                Some(on_monitor_event),
+                opaque,
+                Some(free_sender),
+                0,
+            )
+        };
+        if callback_id < 0 {
+            // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
+            unsafe { free_sender(opaque) };
+            return Err(virt::error::Error::last_error());
+        }
+        Ok(MonitorEvents {
+            connection: connection.clone(),
+            callback_id,
+        })
+    }
+}
+
+impl Drop for MonitorEvents {
+    fn drop(&mut self) {
+        // SAFETY: the id came from a successful registration on this
+        // connection and is deregistered only here; libvirt runs `free_sender`.
+        unsafe {
+            sys::virConnectDomainQemuMonitorEventDeregister(
+                self.connection.as_ptr(),
+                self.callback_id,
+            )
+        };
+    }
+}
+
+/// A lifecycle event registration that reports the domain stopping.
+pub struct LifecycleEvents {
+    connection: Connect,
+    callback_id: c_int,
+}
+
+impl LifecycleEvents {
+    /// Sends `Notice::GuestStopped` to `notices` when `domain` stops.
+    pub fn register(
+        connection: &Connect,
+        domain: &Domain,
+        notices: Sender<Notice>,
+    ) -> Result<LifecycleEvents, virt::error::Error> {
+        let opaque = Box::into_raw(Box::new(notices)) as *mut c_void;
+        // SAFETY: libvirt calls a lifecycle callback with exactly the
+        // signature of `virConnectDomainEventCallback`, which the generic
+        // registration asks to be cast to the generic callback type.
+        // `opaque` is freed once, by `free_sender`, as above.
+        let callback_id = unsafe {
+            let callback: unsafe extern "C" fn(
+                sys::virConnectPtr,
+                sys::virDomainPtr,
+                c_int,
+                c_int,
+                *mut c_void,
+            ) -> c_int = on_lifecycle_event;
+            sys::virConnectDomainEventRegisterAny(
+                connection.as_ptr(),
+                domain.as_ptr(),
+                sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as c_int,
+                Some(std::mem::transmute::<
+                    unsafe extern "C" fn(
+                        sys::virConnectPtr,
+                        sys::virDomainPtr,
+                        c_int,
+                        c_int,
+                        *mut c_void,
+                    ) -> c_int,
+                    unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
+                >(callback)),
+                opaque,
+                Some(free_sender),
+            )
+        };
+        if callback_id < 0 {
+            // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
+            unsafe { free_sender(opaque) };
+            return Err(virt::error::Error::last_error());
+        }
+        Ok(LifecycleEvents {
+            connection: connection.clone(),
+            callback_id,
+        })
+    }
+}
+
+impl Drop for LifecycleEvents {
+    fn drop(&mut self) {
+        // SAFETY: as for MonitorEvents: our id, deregistered once.
+        unsafe {
+            sys::virConnectDomainEventDeregisterAny(self.connection.as_ptr(), self.callback_id)
+        };
+    }
+}
+
+/// Copies C text into an owned String; invalid UTF-8 is replaced.
+///
+/// # Safety
+/// `text` must be NULL or a NUL-terminated string valid for the call.
+unsafe fn owned_text(text: *const c_char) -> Option<String> {
+    if text.is_null() {
+        None
+    } else {
+        Some(CStr::from_ptr(text).to_string_lossy().into_owned())
+    }
+}
+
+unsafe extern "C" fn on_monitor_event(
+    _connection: sys::virConnectPtr,
+    _domain: sys::virDomainPtr,
+    event: *const c_char,
+    seconds: c_longlong,
+    micros: c_uint,
+    details: *const c_char,
+    opaque: *mut c_void,
+) {
+    // Unwinding into C is undefined: contain any panic here.
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: libvirt passes back the Box<Sender> given at registration,
+        // alive until `free_sender`; `event` and `details` are NUL-terminated
+        // strings (details may be NULL) valid during this call.
+        let (notices, name, data) = unsafe {
+            (
+                &*(opaque as *const Sender<Notice>),
+                owned_text(event).unwrap_or_default(),
+                owned_text(details),
+            )
+        };
+        let _ = notices.send(Notice::Event {
+            name,
+            seconds,
+            micros,
+            data,
+        });
+    });
+}
+
+unsafe extern "C" fn on_lifecycle_event(
+    _connection: sys::virConnectPtr,
+    _domain: sys::virDomainPtr,
+    event: c_int,
+    _detail: c_int,
+    opaque: *mut c_void,
+) -> c_int {
+    if event == sys::VIR_DOMAIN_EVENT_STOPPED as c_int {
+        // SAFETY: `opaque` is the Box<Sender> given at registration, alive
+        // until `free_sender`.
+        let notices = unsafe { &*(opaque as *const Sender<Notice>) };
+        let _ = notices.send(Notice::GuestStopped);
+    }
+    0
+}
+
+unsafe extern "C" fn free_sender(opaque: *mut c_void) {
+    // SAFETY: `opaque` came from Box::into_raw(Box<Sender<Notice>>) and
+    // libvirt calls this once, when the registration ends.
+    drop(unsafe { Box::from_raw(opaque as *mut Sender<Notice>) });
+}
+
+/// `virDomainQemuMonitorCommandWithFiles`: runs `command` with `files`
+/// attached and returns the reply with the files QEMU sent back. The input
+/// files stay ours (libvirt duplicates them) and are closed when dropped.
+pub fn monitor_command_with_files(
+    domain: &Domain,
+    command: &str,
+    files: &[OwnedFd],
+) -> Result<(String, Vec<OwnedFd>), virt::error::Error> {
+    let command =
+        CString::new(command).expect("the QMP writer escapes NUL, so commands hold no NUL byte");
+    let mut in_fds: Vec<c_int> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let mut out_count: c_uint = 0;
+    let mut out_fds: *mut c_int = std::ptr::null_mut();
+    let mut result: *mut c_char = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `in_fds` holds open
+    // descriptors we own; libvirt allocates `result` and `out_fds`, freed below.
+    let status = unsafe {
+        sys::virDomainQemuMonitorCommandWithFiles(
+            domain.as_ptr(),
+            command.as_ptr(),
+            in_fds.len() as c_uint,
+            in_fds.as_mut_ptr(),
+            &mut out_count,
+            &mut out_fds,
+            &mut result,
+            0,
+        )
+    };
+    if status < 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    let mut returned = Vec::with_capacity(out_count as usize);
+    if !out_fds.is_null() {
+        // SAFETY: libvirt returned `out_count` descriptors in a malloc'd
+        // array; they are now ours to own and the array ours to free.
+        unsafe {
+            for i in 0..out_count as usize {
+                returned.push(OwnedFd::from_raw_fd(*out_fds.add(i)));
+            }
+            libc::free(out_fds as *mut c_void);
+        }
+    }
+    // SAFETY: on success `result` is a malloc'd NUL-terminated string we must free.
+    let text = unsafe {
+        let text = owned_text(result).unwrap_or_default();
+        libc::free(result as *mut c_void);
+        text
+    };
+    Ok((text, returned))
+}

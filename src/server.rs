@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The server: start-up, the accept loop, the client registry, event
+//! fan-out and an orderly shutdown.
+//!
+//! Threads: `signals` and libvirt's `events` loop feed one notice channel;
+//! `fanout` turns notices into event lines for negotiated clients or into
+//! a stop; each client has a reader `client-N` and a writer `client-N-out`.
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::cli::Config;
+use crate::client::{self, Outgoing, QUEUE_LINES};
+use crate::error::{Error, Result};
+use crate::events::{EventLoop, Notice};
+use crate::libvirt::{self, Guest};
+use crate::monitor::Monitor;
+use crate::socket::Socket;
+use crate::{ffi, qmp};
+
+/// How long clients get to receive what is queued for them at shutdown.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Why serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A termination signal.
+    Signal(i32),
+    /// The guest stopped.
+    GuestStopped,
+    /// Every notice sender went away (only tests do that).
+    NoticesClosed,
+}
+
+/// Runs the proxy described by `config` until a signal or the guest stops.
+pub fn run(config: &Config) -> Result<()> {
+    // signal-hook wants its handlers in place before any thread starts.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
+        what: "cannot handle signals",
+        source,
+    })?;
+    libvirt::quiet(config.level);
+    let (notices, notice_receiver) = mpsc::channel();
+    let signal_notices = notices.clone();
+    spawn("signals", 64 * 1024, move || {
+        for signal in signals.forever() {
+            let _ = signal_notices.send(Notice::Signal(signal));
+        }
+    })
+    .map_err(|source| Error::Io {
+        what: "cannot start the signal thread",
+        source,
+    })?;
+    let event_loop = EventLoop::start()?;
+    let guest = Arc::new(Guest::open(config.uri.as_deref(), &config.domain)?);
+    let watch = guest.watch(notices)?;
+    let greeting = qmp::greeting(&guest.version()?);
+    let socket = Socket::create(&config.socket)?;
+    info!(
+        "listening on '{}' for domain '{}' ({})",
+        config.socket.display(),
+        guest.name,
+        guest.uri
+    );
+    let stop = serve(&socket.listener, guest.clone(), greeting, notice_receiver)?;
+    drop(socket);
+    drop(watch);
+    drop(guest);
+    drop(event_loop);
+    match stop {
+        Stop::Signal(signal) => info!("received signal {signal}; stopped"),
+        Stop::GuestStopped => info!("domain '{}' stopped; exiting", config.domain),
+        Stop::NoticesClosed => {}
+    }
+    Ok(())
+}
+
+/// Serves clients on `listener` until `notices` says to stop, then closes
+/// every client (after giving each up to `DRAIN_TIME` to receive what is
+/// queued for it) and joins every thread.
+pub fn serve(
+    listener: &UnixListener,
+    monitor: Arc<dyn Monitor>,
+    greeting: String,
+    notices: Receiver<Notice>,
+) -> Result<Stop> {
+    let registry = Arc::new(Registry::default());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let fanout = {
+        let registry = Arc::clone(&registry);
+        let stopping = Arc::clone(&stopping);
+        let listener = listener.try_clone().map_err(|source| Error::Io {
+            what: "cannot share the listening socket",
+            source,
+        })?;
+        spawn("fanout", 256 * 1024, move || {
+            let stop = fan_out(&notices, &registry);
+            stopping.store(true, Ordering::Release);
+            ffi::stop_accepting(&listener);
+            stop
+        })
+        .map_err(|source| Error::Io {
+            what: "cannot start the event fan-out thread",
+            source,
+        })?
+    };
+    let greeting: Arc<str> = Arc::from(greeting);
+    let mut threads = Vec::new();
+    let mut next_client = 0u64;
+    loop {
+        let accepted = listener.accept();
+        if stopping.load(Ordering::Acquire) {
+            break;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                next_client += 1;
+                threads.retain(|thread: &JoinHandle<()>| !thread.is_finished());
+                match start_client(next_client, stream, &monitor, &greeting, &registry) {
+                    Ok(started) => threads.extend(started),
+                    Err(e) => warn!("client {next_client}: {e}"),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Typically EMFILE: give clients a moment to go away.
+                warn!("cannot accept a connection: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let stop = fanout.join().unwrap_or(Stop::NoticesClosed);
+    registry.close_input();
+    let deadline = Instant::now() + DRAIN_TIME;
+    while !registry.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    registry.close_all();
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(stop)
+}
+
+/// Delivers events until a notice says to stop.
+fn fan_out(notices: &Receiver<Notice>, registry: &Registry) -> Stop {
+    loop {
+        match notices.recv() {
+            Ok(Notice::Event {
+                name,
+                seconds,
+                micros,
+                data,
+            }) => registry.broadcast(qmp::event(&name, seconds, micros, data.as_deref()).into()),
+            Ok(Notice::GuestStopped) => return Stop::GuestStopped,
+            Ok(Notice::Signal(signal)) => return Stop::Signal(signal),
+            Err(_) => return Stop::NoticesClosed,
+        }
+    }
+}
+
+/// Starts the reader and writer threads of a new client.
+fn start_client(
+    client: u64,
+    stream: UnixStream,
+    monitor: &Arc<dyn Monitor>,
+    greeting: &Arc<str>,
+    registry: &Arc<Registry>,
+) -> std::io::Result<[JoinHandle<()>; 2]> {
+    let writer_stream = stream.try_clone()?;
+    let registry_stream = stream.try_clone()?;
+    let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+    let negotiated = Arc::new(AtomicBool::new(false));
+    registry.add(client, registry_stream, queue.clone(), Arc::clone(&negotiated));
+    info!("client {client} connected");
+    let writer = {
+        let registry = Arc::clone(registry);
+        spawn(&format!("client-{client}-out"), 128 * 1024, move || {
+            client::write_lines(client, writer_stream, lines);
+            registry.remove(client);
+            info!("client {client} disconnected");
+        })
+    };
+    let writer = match writer {
+        Ok(writer) => writer,
+        Err(e) => {
+            registry.remove(client);
+            return Err(e);
+        }
+    };
+    let reader = {
+        let registry = Arc::clone(registry);
+        let monitor = Arc::clone(monitor);
+        let greeting = Arc::clone(greeting);
+        spawn(&format!("client-{client}"), 512 * 1024, move || {
+            client::read_commands(client, stream, &*monitor, &greeting, &queue, &negotiated);
+            registry.detach_queue(client);
+        })
+    };
+    match reader {
+        Ok(reader) => Ok([reader, writer]),
+        Err(e) => {
+            // Without a reader, closing the queue lets the writer finish.
+            registry.detach_queue(client);
+            Err(e)
+        }
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    stack_size: usize,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(stack_size)
+        .spawn(body)
+}
+
+/// The connected clients, as the fan-out and shutdown see them.
+#[derive(Default)]
+struct Registry {
+    clients: Mutex<HashMap<u64, Entry>>,
+}
+
+struct Entry {
+    /// For shutting the connection down from outside its threads.
+    stream: UnixStream,
+    /// The registry's handle on the client's queue; None once the reader
+    /// ended, so that the writer sees the queue close.
+    queue: Option<SyncSender<Outgoing>>,
+    negotiated: Arc<AtomicBool>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, client: u64, stream: UnixStream, queue: SyncSender<Outgoing>, negotiated: Arc<AtomicBool>) {
+        let entry = Entry {
+            stream,
+            queue: Some(queue),
+            negotiated,
+        };
+        self.lock().insert(client, entry);
+    }
+
+    fn detach_queue(&self, client: u64) {
+        if let Some(entry) = self.lock().get_mut(&client) {
+            entry.queue = None;
+        }
+    }
+
+    fn remove(&self, client: u64) {
+        self.lock().remove(&client);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Queues `line` for every negotiated client. A client whose queue is
+    /// full has stopped reading: it is disconnected rather than allowed to
+    /// stall the others or grow our memory.
+    fn broadcast(&self, line: Arc<str>) {
+        let mut clients = self.lock();
+        for (client, entry) in clients.iter_mut() {
+            if !entry.negotiated.load(Ordering::Acquire) {
+                continue;
+            }
+            let Some(queue) = &entry.queue else { continue };
+            if let Err(TrySendError::Full(_)) = queue.try_send(Outgoing::Event(Arc::clone(&line))) {
+                traffic!("client {client}: not reading its replies; disconnected");
+                entry.queue = None;
+                let _ = entry.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Stops every client's input and closes the registry's queue handles:
+    /// readers finish the command in hand, writers drain their queues.
+    fn close_input(&self) {
+        for entry in self.lock().values_mut() {
+            entry.queue = None;
+            let _ = entry.stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Cuts every remaining connection.
+    fn close_all(&self) {
+        for entry in self.lock().values() {
+            let _ = entry.stream.shutdown(Shutdown::Both);
+        }
+    }
+}

@@ -96,9 +96,20 @@ mod tests {
 
     #[test]
     fn connect_takes_a_uri_in_both_spellings() {
-        assert_eq!(config(&["-c", "qemu:///session", "a", "b"]).uri.as_deref(), Some("qemu:///session"));
-        assert_eq!(config(&["--connect=test:///default", "a", "b"]).uri.as_deref(), Some("test:///default"));
-        assert_eq!(config(&["a", "--connect", "x:///", "b"]).uri.as_deref(), Some("x:///"));
+        assert_eq!(
+            config(&["-c", "qemu:///session", "a", "b"]).uri.as_deref(),
+            Some("qemu:///session")
+        );
+        assert_eq!(
+            config(&["--connect=test:///default", "a", "b"])
+                .uri
+                .as_deref(),
+            Some("test:///default")
+        );
+        assert_eq!(
+            config(&["a", "--connect", "x:///", "b"]).uri.as_deref(),
+            Some("x:///")
+        );
     }
 
     #[test]
@@ -119,16 +130,34 @@ mod tests {
 
     #[test]
     fn missing_arguments_are_named() {
-        assert_eq!(parse_strs(&[]).unwrap_err().to_string(), "missing argument DOMAIN");
-        assert_eq!(parse_strs(&["vm"]).unwrap_err().to_string(), "missing argument QMP-SOCKET-PATH");
-        assert!(parse_strs(&["-c"]).unwrap_err().to_string().contains("missing argument"));
+        assert_eq!(
+            parse_strs(&[]).unwrap_err().to_string(),
+            "missing argument DOMAIN"
+        );
+        assert_eq!(
+            parse_strs(&["vm"]).unwrap_err().to_string(),
+            "missing argument QMP-SOCKET-PATH"
+        );
+        assert!(parse_strs(&["-c"])
+            .unwrap_err()
+            .to_string()
+            .contains("missing argument"));
     }
 
     #[test]
     fn unknown_options_and_extra_arguments_are_refused() {
-        assert_eq!(parse_strs(&["--foo", "a", "b"]).unwrap_err().to_string(), "invalid option '--foo'");
-        assert_eq!(parse_strs(&["-x", "a", "b"]).unwrap_err().to_string(), "invalid option '-x'");
-        assert!(parse_strs(&["a", "b", "c"]).unwrap_err().to_string().contains("'c'"));
+        assert_eq!(
+            parse_strs(&["--foo", "a", "b"]).unwrap_err().to_string(),
+            "invalid option '--foo'"
+        );
+        assert_eq!(
+            parse_strs(&["-x", "a", "b"]).unwrap_err().to_string(),
+            "invalid option '-x'"
+        );
+        assert_eq!(
+            parse_strs(&["a", "b", "extra"]).unwrap_err().to_string(),
+            r#"unexpected argument "extra""#
+        );
     }
 
     #[cfg(unix)]

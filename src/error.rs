@@ -12,15 +12,25 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Error {
     /// libvirt could not open the connection.
-    Connect { uri: Option<String>, source: virt::error::Error },
+    Connect {
+        uri: Option<String>,
+        source: virt::error::Error,
+    },
     /// The connection is to a driver other than QEMU's.
     NotQemu { uri: String, driver: String },
     /// No domain has this ID, UUID or name.
-    DomainNotFound { domain: String, uri: String, reason: String },
+    DomainNotFound {
+        domain: String,
+        uri: String,
+        reason: String,
+    },
     /// The domain exists but QEMU is not running it.
     NotRunning { domain: String },
     /// A libvirt call needed to start serving failed.
-    Libvirt { what: String, source: virt::error::Error },
+    Libvirt {
+        what: String,
+        source: virt::error::Error,
+    },
     /// The guest answered something that is not QMP.
     Guest { domain: String, what: String },
     /// A live server already listens on the socket path.
@@ -30,7 +40,10 @@ pub enum Error {
     /// The socket could not be checked, created or listened on.
     Socket { path: PathBuf, source: io::Error },
     /// An operating system call failed.
-    Io { what: &'static str, source: io::Error },
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
     /// libvirt went away and could not be reached again in time.
     ConnectionLost { uri: String },
 }

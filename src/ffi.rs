@@ -6,10 +6,10 @@
 //! file descriptors and std types.
 
 use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr, CString};
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::Sender;
 
@@ -309,4 +309,99 @@ pub fn monitor_command_with_files(
         text
     };
     Ok((text, returned))
+}
+
+/// Most descriptors taken from one read; the kernel closes any beyond.
+const MAX_FILES_PER_READ: usize = 32;
+
+/// Reads from `stream` into `buffer` like `read`, and appends the file
+/// descriptors passed with those bytes (SCM_RIGHTS) to `files`, with
+/// close-on-exec set as they are received.
+pub fn receive(
+    stream: &UnixStream,
+    buffer: &mut [u8],
+    files: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut control = [0u64; control_words(MAX_FILES_PER_READ)];
+    let mut data = libc::iovec {
+        iov_base: buffer.as_mut_ptr() as *mut c_void,
+        iov_len: buffer.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid (no name, no buffers).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut data;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr() as *mut c_void;
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `message` points at `data` and `control`, which outlive the call.
+    let count = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC) };
+    if count < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `control` up to msg_controllen; the CMSG
+    // macros walk it within those bounds, and each SCM_RIGHTS payload holds
+    // descriptors that are now ours, each owned exactly once here.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&message);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let first = libc::CMSG_DATA(header) as *const c_int;
+                for i in 0..payload / std::mem::size_of::<c_int>() {
+                    files.push(OwnedFd::from_raw_fd(first.add(i).read_unaligned()));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&message, header);
+        }
+    }
+    Ok(count as usize)
+}
+
+/// Writes all of `bytes` to `stream`, passing `files` (SCM_RIGHTS) with
+/// the first part written.
+pub fn send_with_files(stream: &UnixStream, bytes: &[u8], files: &[OwnedFd]) -> io::Result<()> {
+    if files.is_empty() || files.len() > MAX_FILES_PER_READ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "1 to 32 files per message",
+        ));
+    }
+    let mut control = [0u64; control_words(MAX_FILES_PER_READ)];
+    let payload = files.len() * std::mem::size_of::<c_int>();
+    let mut data = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid (no name, no buffers).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut data;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr() as *mut c_void;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    message.msg_controllen = unsafe { libc::CMSG_SPACE(payload as u32) } as _;
+    // SAFETY: `control` is large enough for one header with `payload` bytes
+    // (checked above against MAX_FILES_PER_READ) and correctly aligned (u64);
+    // the descriptors are open for the duration of the call.
+    let sent = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+        let first = libc::CMSG_DATA(header) as *mut c_int;
+        for (i, file) in files.iter().enumerate() {
+            first.add(i).write_unaligned(file.as_raw_fd());
+        }
+        libc::sendmsg(stream.as_raw_fd(), &message, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The descriptors went with the first part; the rest is plain bytes.
+    (&*stream).write_all(&bytes[sent as usize..])
+}
+
+/// u64 words for a control buffer holding `files` descriptors.
+const fn control_words(files: usize) -> usize {
+    // CMSG_SPACE is not const: header (16 bytes on Linux) plus payload, rounded up.
+    (16 + files * std::mem::size_of::<c_int>()).div_ceil(8)
 }

@@ -31,7 +31,9 @@ pub fn quiet(level: Level) {
     virt::error::clear_error_callback();
     // The embedded driver logs its errors to stderr by itself; a log output
     // set by the user wins.
-    if std::env::var_os("LIBVIRT_LOG_OUTPUTS").is_none() && std::env::var_os("LIBVIRT_DEBUG").is_none() {
+    if std::env::var_os("LIBVIRT_LOG_OUTPUTS").is_none()
+        && std::env::var_os("LIBVIRT_DEBUG").is_none()
+    {
         std::env::set_var("LIBVIRT_LOG_OUTPUTS", "4:file:/dev/null");
     }
 }
@@ -173,7 +175,11 @@ fn lookup(connection: &Connect, wanted: &str) -> std::result::Result<Domain, vir
         first_miss.get_or_insert(e);
         Ok(())
     };
-    if let Some(id) = wanted.parse::<u32>().ok().filter(|_| wanted.bytes().all(|b| b.is_ascii_digit())) {
+    if let Some(id) = wanted
+        .parse::<u32>()
+        .ok()
+        .filter(|_| wanted.bytes().all(|b| b.is_ascii_digit()))
+    {
         match connection.lookup_domain_by_id(id) {
             Ok(domain) => return Ok(domain),
             Err(e) => remember(e)?,

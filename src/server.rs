@@ -180,7 +180,12 @@ fn start_client(
     let registry_stream = stream.try_clone()?;
     let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
     let negotiated = Arc::new(AtomicBool::new(false));
-    registry.add(client, registry_stream, queue.clone(), Arc::clone(&negotiated));
+    registry.add(
+        client,
+        registry_stream,
+        queue.clone(),
+        Arc::clone(&negotiated),
+    );
     info!("client {client} connected");
     let writer = {
         let registry = Arc::clone(registry);
@@ -247,7 +252,13 @@ impl Registry {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(&self, client: u64, stream: UnixStream, queue: SyncSender<Outgoing>, negotiated: Arc<AtomicBool>) {
+    fn add(
+        &self,
+        client: u64,
+        stream: UnixStream,
+        queue: SyncSender<Outgoing>,
+        negotiated: Arc<AtomicBool>,
+    ) {
         let entry = Entry {
             stream,
             queue: Some(queue),

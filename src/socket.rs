@@ -126,7 +126,9 @@ mod tests {
         let dir = scratch("file");
         let path = dir.join("s");
         fs::write(&path, b"precious").unwrap();
-        let err = Socket::create(&path).err().expect("a regular file must be refused");
+        let err = Socket::create(&path)
+            .err()
+            .expect("a regular file must be refused");
         assert!(err.to_string().contains("regular file"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"precious");
         fs::remove_dir_all(dir).unwrap();
@@ -137,10 +139,18 @@ mod tests {
         let dir = scratch("dir");
         let sub = dir.join("d");
         fs::create_dir(&sub).unwrap();
-        assert!(Socket::create(&sub).err().unwrap().to_string().contains("directory"));
+        assert!(Socket::create(&sub)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("directory"));
         let link = dir.join("l");
         std::os::unix::fs::symlink(dir.join("nowhere"), &link).unwrap();
-        assert!(Socket::create(&link).err().unwrap().to_string().contains("symbolic link"));
+        assert!(Socket::create(&link)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("symbolic link"));
         assert!(fs::symlink_metadata(&link).is_ok(), "symlink removed");
         fs::remove_dir_all(dir).unwrap();
     }
@@ -152,7 +162,9 @@ mod tests {
         drop(UnixListener::bind(&path).unwrap());
         assert!(path.exists());
         let ours = Socket::create(&path).expect("a stale socket is replaced");
-        let err = Socket::create(&path).err().expect("a live socket is refused");
+        let err = Socket::create(&path)
+            .err()
+            .expect("a live socket is refused");
         assert!(err.to_string().contains("already in use"), "{err}");
         drop(ours);
         fs::remove_dir_all(dir).unwrap();

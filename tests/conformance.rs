@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! Replays the QMP conformance corpus (tests/data/qmp-cases.jsonl, recorded
+//! from QEMU's own QMP server) against the proxy in front of a real guest:
+//! every case must come back byte for byte.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Guest, Proxy};
+use serde_json::Value;
+
+const NEGOTIATE: &[u8] = br#"{"execute": "qmp_capabilities"}"#;
+
+fn corpus() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qmp-cases.jsonl");
+    let text = std::fs::read_to_string(&path).expect("the corpus is part of the project");
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad corpus line ({e}): {line}"))
+        })
+        .collect()
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex in the corpus"))
+        .collect()
+}
+
+fn chunks(case: &Value) -> Vec<Vec<u8>> {
+    if let Some(chunks) = case["chunks"].as_array() {
+        chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Value::String(text) => text.as_bytes().to_vec(),
+                other => decode_hex(other["hex"].as_str().expect("a chunk is text or {hex}")),
+            })
+            .collect()
+    } else if let Some(hex) = case["input_hex"].as_str() {
+        vec![decode_hex(hex)]
+    } else {
+        vec![case["input"]
+            .as_str()
+            .expect("a case has an input")
+            .as_bytes()
+            .to_vec()]
+    }
+}
+
+/// Reads everything until `quiet` passes without a byte, or EOF.
+fn read_until_quiet(stream: &mut UnixStream, mut buffer: Vec<u8>, quiet: Duration) -> Vec<u8> {
+    stream.set_read_timeout(Some(quiet)).unwrap();
+    let mut chunk = [0u8; 65536];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return buffer,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return buffer,
+            Err(_) => return buffer,
+        }
+    }
+}
+
+/// Reads one CRLF-terminated line; returns it and what followed.
+fn read_line(stream: &mut UnixStream, mut buffer: Vec<u8>) -> Result<(String, Vec<u8>), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(2).position(|w| w == b"\r\n") {
+            let rest = buffer.split_off(end + 2);
+            buffer.truncate(end);
+            return Ok((String::from_utf8_lossy(&buffer).into_owned(), rest));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no line in time; got {:?}",
+                String::from_utf8_lossy(&buffer)
+            ));
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(format!("EOF; got {:?}", String::from_utf8_lossy(&buffer))),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+/// Splits output on CRLF as the corpus records it: a trailing fragment is
+/// its own line marked `<no CRLF>`.
+fn split_lines(output: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(output);
+    let mut parts: Vec<&str> = text.split("\r\n").collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut lines: Vec<String> = parts.into_iter().map(str::to_owned).collect();
+    if !last.is_empty() {
+        lines.push(format!("{last}<no CRLF>"));
+    }
+    lines
+}
+
+fn run_case(socket: &Path, case: &Value) -> Result<Vec<String>, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    let (_greeting, mut pending) = read_line(&mut stream, Vec::new())?;
+    if case["negotiate"].as_bool() == Some(true) {
+        stream.write_all(NEGOTIATE).map_err(|e| e.to_string())?;
+        let (reply, rest) = read_line(&mut stream, pending)?;
+        if reply != r#"{"return": {}}"# {
+            return Err(format!("negotiation answered {reply}"));
+        }
+        pending = rest;
+    }
+    let delay = Duration::from_millis(case["chunk_delay_ms"].as_u64().unwrap_or(100));
+    for (i, chunk) in chunks(case).iter().enumerate() {
+        if i > 0 {
+            thread::sleep(delay);
+        }
+        stream.write_all(chunk).map_err(|e| format!("write: {e}"))?;
+    }
+    if case["shutdown"].as_bool() == Some(true) {
+        stream
+            .shutdown(Shutdown::Write)
+            .map_err(|e| e.to_string())?;
+    }
+    let quiet = Duration::from_millis(case["quiet_ms"].as_u64().unwrap_or(300));
+    Ok(split_lines(&read_until_quiet(&mut stream, pending, quiet)))
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn corpus_replays_byte_for_byte_through_the_proxy() {
+    let guest = Guest::start("conformance");
+    let proxy = Proxy::start(guest.uri(), guest.name(), &[]);
+    let socket: PathBuf = proxy.socket().to_owned();
+    let cases = Arc::new(Mutex::new(corpus()));
+    let total = cases.lock().unwrap().len();
+    assert!(total >= 59, "the corpus lost cases: {total}");
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    // Cases are independent connections: run them a few at a time.
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (cases, failures, socket) =
+                (Arc::clone(&cases), Arc::clone(&failures), socket.clone());
+            thread::spawn(move || loop {
+                let Some(case) = cases.lock().unwrap().pop() else {
+                    return;
+                };
+                let name = case["name"].as_str().unwrap_or("?").to_owned();
+                let expect: Vec<String> = case["expect"]
+                    .as_array()
+                    .map(|lines| {
+                        lines
+                            .iter()
+                            .map(|l| l.as_str().unwrap_or_default().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match run_case(&socket, &case) {
+                    Ok(lines) if lines == expect => {}
+                    Ok(lines) => failures.lock().unwrap().push(format!(
+                        "{name}:\n  expected {expect:#?}\n  received {lines:#?}"
+                    )),
+                    Err(e) => failures.lock().unwrap().push(format!("{name}: {e}")),
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases differ from QEMU:\n{}\nproxy stderr:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        proxy.stderr()
+    );
+}

@@ -56,3 +56,62 @@ fn push_relayed(line: &mut String, text: &str, fallback: &str) {
         line.push_str(fallback);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greeting_reprints_the_version() {
+        let version = r#"{"qemu":{"micro":22,"minor":2,"major":7},"package":"Debian 1:7.2+dfsg-7+deb12u18+b3"}"#;
+        assert_eq!(
+            greeting(version),
+            "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \
+             \"package\": \"Debian 1:7.2+dfsg-7+deb12u18+b3\"}, \"capabilities\": []}}\r\n"
+        );
+    }
+
+    #[test]
+    fn event_has_data_only_when_given() {
+        assert_eq!(
+            event("RESUME", 1795279499, 620219, None),
+            "{\"timestamp\": {\"seconds\": 1795279499, \"microseconds\": 620219}, \"event\": \"RESUME\"}\r\n"
+        );
+        assert_eq!(
+            event(
+                "RESET",
+                1,
+                2,
+                Some(r#"{"guest":false,"reason":"host-qmp-system-reset"}"#)
+            ),
+            "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESET\", \
+             \"data\": {\"guest\": false, \"reason\": \"host-qmp-system-reset\"}}\r\n"
+        );
+    }
+
+    #[test]
+    fn error_line_has_id_first_when_given() {
+        assert_eq!(
+            error("GenericError", "oops \u{e9}", None),
+            "{\"error\": {\"class\": \"GenericError\", \"desc\": \"oops \\u00E9\"}}\r\n"
+        );
+        assert_eq!(
+            error("GenericError", "x", Some(&Value::Str("a".into()))),
+            "{\"id\": \"a\", \"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\r\n"
+        );
+    }
+
+    #[test]
+    fn error_line_matches_qdict_order_of_a_built_reply() {
+        let mut inner = Dict::new();
+        inner.insert("class", Value::Str("C".into()));
+        inner.insert("desc", Value::Str("D".into()));
+        let mut reply = Dict::new();
+        reply.insert("error", Value::Dict(inner));
+        reply.insert("id", Value::Int(1));
+        assert_eq!(
+            format!("{}\r\n", to_text(&Value::Dict(reply))),
+            error("C", "D", Some(&Value::Int(1)))
+        );
+    }
+}

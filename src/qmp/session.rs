@@ -7,7 +7,7 @@
 use super::reprint::{for_each_member, reprint_value, Malformed};
 use super::stream::Parsed;
 use super::value::{dismantle, Dict, Value};
-use super::writer::{quote_qemu, write_compact, write_qemu};
+use super::writer::{quote_compact, quote_qemu, write_compact, write_qemu};
 
 const GENERIC_ERROR: &str = "GenericError";
 const COMMAND_NOT_FOUND: &str = "CommandNotFound";
@@ -82,35 +82,29 @@ impl Session {
         };
         // The id is taken before anything is checked, whatever its type.
         let id = request.remove("id");
-        let outcome = self.dispatch(&request, id.as_ref());
-        dismantle(Value::Dict(request));
-        match outcome {
-            Ok(Some(json)) => Action::Execute(Command {
-                name: json.name,
-                json: json.text,
-                id,
-            }),
-            Ok(None) => {
-                let line = success_line("{}", id.as_ref());
-                drop_id(id);
-                Action::Reply(line)
+        let outcome = self.dispatch(&request);
+        let line = match outcome {
+            Ok(Some(guest)) => {
+                return Action::Execute(Command {
+                    name: guest.name,
+                    json: guest.text,
+                    id,
+                })
             }
-            Err(failure) => {
-                let line = error(failure.class, &failure.desc, id.as_ref());
-                drop_id(id);
-                Action::Reply(line)
-            }
+            Ok(None) => success_line("{}", id.as_ref()),
+            Err(failure) => error(failure.class, &failure.desc, id.as_ref()),
+        };
+        if let Some(id) = id {
+            // It may be a list nested 1000 deep.
+            dismantle(id);
         }
+        Action::Reply(line)
     }
 
     /// `qmp_dispatch` up to running the command. Ok(None) is a local
     /// success (`{"return": {}}`), Ok(Some) a command for the guest.
-    fn dispatch(
-        &mut self,
-        request: &Dict,
-        id: Option<&Value>,
-    ) -> Result<Option<GuestCommand>, Failure> {
-        let name = check_request(request, id)?;
+    fn dispatch(&mut self, request: &Dict) -> Result<Option<GuestCommand>, Failure> {
+        let name = check_request(request)?;
         let arguments = request.get("arguments").and_then(Value::as_dict);
         if name == "qmp_capabilities" {
             self.qmp_capabilities(arguments)?;
@@ -159,18 +153,10 @@ impl Session {
     }
 }
 
-/// Frees an echoed id without recursion (it may be nested 1000 deep).
-fn drop_id(id: Option<Value>) {
-    if let Some(id) = id {
-        dismantle(id);
-    }
-}
-
 /// `qmp_dispatch_check_obj` with OOB disabled: members are checked in QDict
 /// order, so the first failure in that order wins. Returns the command name.
-fn check_request<'a>(request: &'a Dict, id: Option<&Value>) -> Result<&'a str, Failure> {
-    // The id was taken out of the request before the check; it is always allowed.
-    let _ = id;
+/// The `id` member, always allowed, has already been taken out.
+fn check_request(request: &Dict) -> Result<&str, Failure> {
     let mut command = None;
     for (name, value) in request.iter() {
         match name {
@@ -248,7 +234,7 @@ struct GuestCommand {
 impl GuestCommand {
     fn new(name: &str, arguments: Option<&Dict>) -> GuestCommand {
         let mut text = String::from("{\"execute\":");
-        write_compact(&mut text, &Value::Str(name.to_string()));
+        quote_compact(&mut text, name);
         if let Some(arguments) = arguments {
             text.push_str(",\"arguments\":");
             write_compact_dict(&mut text, arguments);
@@ -261,14 +247,14 @@ impl GuestCommand {
     }
 }
 
-/// Compact JSON of a dict without moving it into a Value.
+/// Compact JSON of the client's `arguments`, in the client's member order.
 fn write_compact_dict(out: &mut String, dict: &Dict) {
     out.push('{');
     for (index, (name, value)) in dict.iter_insertion_order().enumerate() {
         if index > 0 {
             out.push(',');
         }
-        write_compact(out, &Value::Str(name.to_string()));
+        quote_compact(out, name);
         out.push(':');
         write_compact(out, value);
     }

@@ -218,7 +218,7 @@ pub(crate) fn push_codepoint_qemu(out: &mut String, codepoint: u32) {
 }
 
 /// A string for libvirt: raw UTF-8, escaping only what JSON requires.
-fn quote_compact(out: &mut String, text: &str) {
+pub(crate) fn quote_compact(out: &mut String, text: &str) {
     use std::fmt::Write;
     out.push('"');
     let mut plain_start = 0;

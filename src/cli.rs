@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::log::Level;
 
@@ -13,13 +14,18 @@ Expose a QMP server on a UNIX socket for a QEMU guest managed by libvirt.
 DOMAIN is the guest's ID, UUID or name.
 
 Options:
-  -c, --connect URI   libvirt connection URI (default: libvirt's own choice,
-                      LIBVIRT_DEFAULT_URI or qemu:///system as root)
-  -v, --verbose       print every QMP message in and out on stderr
-  -d, --debug         also print internal details and libvirt's messages
-  -q, --quiet         print errors only
-  -h, --help          show this help and exit
-  -V, --version       show the version and exit
+  -c, --connect URI       libvirt connection URI (default: libvirt's own
+                          choice: LIBVIRT_DEFAULT_URI, or qemu:///system as root)
+  -m, --max-clients N     serve at most N clients at once; more wait
+                          in the listen backlog (default 64)
+  -r, --reconnect-timeout SECONDS
+                          when libvirt goes away, how long to try to
+                          reconnect before exiting (default 60; 0: exit)
+  -v, --verbose           print every QMP message in and out on stderr
+  -d, --debug             also print internal details and libvirt's messages
+  -q, --quiet             print errors only
+  -h, --help              show this help and exit
+  -V, --version           show the version and exit
 
 Warning: libvirt marks the guest as tainted; keep to query commands.";
 
@@ -38,7 +44,15 @@ pub struct Config {
     pub domain: String,
     pub socket: PathBuf,
     pub level: Level,
+    /// Clients served at once; further connections wait in the backlog.
+    pub max_clients: usize,
+    /// How long to try to reach libvirt again after losing it.
+    pub reconnect_timeout: Duration,
 }
+
+/// Defaults of the options that take numbers.
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Parses the arguments that follow the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
@@ -46,12 +60,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
 
     let mut uri = None;
     let mut level = Level::Info;
+    let mut max_clients = DEFAULT_MAX_CLIENTS;
+    let mut reconnect_timeout = DEFAULT_RECONNECT_TIMEOUT;
     let mut domain = None;
     let mut socket = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') | Long("connect") => uri = Some(parser.value()?.string()?),
+            Short('m') | Long("max-clients") => {
+                max_clients = parser.value()?.parse()?;
+                if max_clients == 0 {
+                    return Err("--max-clients must be at least 1".into());
+                }
+            }
+            Short('r') | Long("reconnect-timeout") => {
+                reconnect_timeout = Duration::from_secs(parser.value()?.parse()?);
+            }
             Short('v') | Long("verbose") => level = level.max(Level::Traffic),
             Short('d') | Long("debug") => level = Level::Debug,
             Short('q') | Long("quiet") => level = Level::Error,
@@ -67,6 +92,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
         domain: domain.ok_or("missing argument DOMAIN")?,
         socket: socket.ok_or("missing argument QMP-SOCKET-PATH")?,
         level,
+        max_clients,
+        reconnect_timeout,
     }))
 }
 
@@ -118,6 +145,24 @@ mod tests {
         assert_eq!(config(&["--verbose", "a", "b"]).level, Level::Traffic);
         assert_eq!(config(&["-d", "-v", "a", "b"]).level, Level::Debug);
         assert_eq!(config(&["-q", "a", "b"]).level, Level::Error);
+    }
+
+    #[test]
+    fn numeric_options_have_defaults_and_are_checked() {
+        let c = config(&["a", "b"]);
+        assert_eq!(c.max_clients, 64);
+        assert_eq!(c.reconnect_timeout, Duration::from_secs(60));
+        let c = config(&["--max-clients", "2", "-r", "0", "a", "b"]);
+        assert_eq!(c.max_clients, 2);
+        assert_eq!(c.reconnect_timeout, Duration::ZERO);
+        assert_eq!(config(&["-m5", "a", "b"]).max_clients, 5);
+        for bad in [
+            &["-m", "0", "a", "b"][..],
+            &["-m", "x", "a", "b"],
+            &["-r", "-1", "a", "b"],
+        ] {
+            assert!(parse_strs(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

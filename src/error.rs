@@ -45,7 +45,10 @@ pub enum Error {
         source: io::Error,
     },
     /// libvirt went away and could not be reached again in time.
-    ConnectionLost { uri: String },
+    ConnectionLost {
+        uri: String,
+        timeout: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -90,9 +93,11 @@ impl fmt::Display for Error {
                 write!(f, "cannot listen on '{}': {source}", path.display())
             }
             Error::Io { what, source } => write!(f, "{what}: {source}"),
-            Error::ConnectionLost { uri } => {
-                write!(f, "lost the libvirt connection to '{uri}' and could not reconnect")
-            }
+            Error::ConnectionLost { uri, timeout } => write!(
+                f,
+                "lost the libvirt connection to '{uri}' and could not reconnect within {} s",
+                timeout.as_secs()
+            ),
         }
     }
 }

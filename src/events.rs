@@ -24,6 +24,8 @@ pub enum Notice {
     },
     /// The guest is no longer running.
     GuestStopped,
+    /// libvirt went away and could not be reached again in time.
+    LibvirtLost,
     /// A termination signal arrived.
     Signal(i32),
 }

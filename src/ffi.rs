@@ -196,6 +196,82 @@ impl Drop for LifecycleEvents {
     }
 }
 
+/// What to do when libvirt closes a connection by itself.
+type OnClose = Box<dyn Fn() + Send>;
+
+/// A close callback on a connection; unregistered on drop.
+pub struct CloseWatch {
+    connection: Connect,
+}
+
+impl CloseWatch {
+    /// Calls `on_close` (from whatever thread drives the connection's
+    /// socket at that moment: it must not block nor take locks a libvirt
+    /// caller may hold) when libvirt loses the connection: the daemon went
+    /// away (EOF), stopped answering (keepalive) or the socket failed.
+    pub fn register(
+        connection: &Connect,
+        on_close: OnClose,
+    ) -> Result<CloseWatch, virt::error::Error> {
+        let opaque = Box::into_raw(Box::new(on_close)) as *mut c_void;
+        // SAFETY: `opaque` is a leaked Box<OnClose> that libvirt hands to
+        // `on_connection_closed` and, once registered, frees exactly once
+        // through `free_on_close`.
+        let status = unsafe {
+            sys::virConnectRegisterCloseCallback(
+                connection.as_ptr(),
+                Some(on_connection_closed),
+                opaque,
+                Some(free_on_close),
+            )
+        };
+        if status < 0 {
+            // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
+            unsafe { free_on_close(opaque) };
+            return Err(virt::error::Error::last_error());
+        }
+        Ok(CloseWatch {
+            connection: connection.clone(),
+        })
+    }
+}
+
+impl Drop for CloseWatch {
+    fn drop(&mut self) {
+        // SAFETY: unregisters the callback registered in `register` on this
+        // connection; libvirt then runs `free_on_close`.
+        unsafe {
+            sys::virConnectUnregisterCloseCallback(
+                self.connection.as_ptr(),
+                Some(on_connection_closed),
+            )
+        };
+    }
+}
+
+unsafe extern "C" fn on_connection_closed(
+    _connection: sys::virConnectPtr,
+    reason: c_int,
+    opaque: *mut c_void,
+) {
+    // Our own close is no loss.
+    if reason == sys::VIR_CONNECT_CLOSE_REASON_CLIENT as c_int {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `opaque` is the Box<OnClose> given at registration, alive
+        // until `free_on_close`.
+        let on_close = unsafe { &*(opaque as *const OnClose) };
+        on_close();
+    });
+}
+
+unsafe extern "C" fn free_on_close(opaque: *mut c_void) {
+    // SAFETY: `opaque` came from Box::into_raw(Box<OnClose>) and libvirt
+    // calls this once, when the callback is unregistered.
+    drop(unsafe { Box::from_raw(opaque as *mut OnClose) });
+}
+
 /// Copies C text into an owned String; invalid UTF-8 is replaced.
 ///
 /// # Safety

@@ -2,13 +2,16 @@
 //! The libvirt side: open the connection, find the guest, check it is a
 //! running QEMU guest, and run monitor commands on it.
 //!
-//! The domain sits behind a Mutex that is held only for the libvirt call
-//! itself, never across client socket I/O.
+//! The connection and domain sit behind a Mutex that is held only for the
+//! libvirt call itself, never across client socket I/O. When libvirt goes
+//! away, a reconnecting thread finds the same guest again by UUID.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::mpsc::Sender;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use virt::connect::Connect;
@@ -38,26 +41,83 @@ pub fn quiet(level: Level) {
     }
 }
 
-/// A running QEMU guest reached through one libvirt connection.
+/// What a command gets while the connection to libvirt is down.
+pub const CONNECTION_LOST: &str = "the libvirt connection was lost and is being re-established";
+
+/// How long a daemon may stay silent before the connection counts as
+/// lost: keepalive probes every 2 s, 3 unanswered ones end it.
+const KEEPALIVE_INTERVAL: i32 = 2;
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// First and longest pause between reconnection attempts.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+
+/// A running QEMU guest, reached through a libvirt connection that is
+/// re-established if libvirt goes away.
 pub struct Guest {
-    connection: Connect,
-    domain: Mutex<Domain>,
+    /// The URI as given, for reconnecting (None: libvirt's default).
+    requested_uri: Option<String>,
+    /// The URI libvirt actually connected to, for messages.
+    pub uri: String,
     /// The guest's name, for messages.
     pub name: String,
-    /// The URI libvirt actually connected to.
-    pub uri: String,
+    /// The guest is found again by UUID: names and IDs can change.
+    uuid: String,
+    /// None while the connection is down.
+    link: Mutex<Option<Link>>,
+    /// Cleared as soon as the loss is known, so that commands fail at once
+    /// instead of queueing on `link` behind a call that is still failing.
+    connected: AtomicBool,
+    /// Counts connections, so that a late report about an old one is ignored.
+    generation: AtomicU64,
+    notices: Sender<Notice>,
+    losses: Sender<Reconnect>,
+}
+
+/// One live connection and what is registered on it. Fields drop in order:
+/// the registrations go before the connection closes.
+struct Link {
+    generation: u64,
+    _watch: Watch,
+    domain: Domain,
+    connection: Connect,
 }
 
 /// What keeps the guest's events flowing; dropping it stops them.
-pub struct Watch {
+struct Watch {
     _monitor: ffi::MonitorEvents,
     _lifecycle: ffi::LifecycleEvents,
+    _close: Option<ffi::CloseWatch>,
+}
+
+/// Work for the thread that re-establishes the connection.
+pub enum Reconnect {
+    /// libvirt closed the connection of this generation.
+    Lost(u64),
+    /// The proxy is stopping.
+    Quit,
+}
+
+/// How a reconnection ended.
+enum Outcome {
+    Running,
+    GuestGone,
+    GaveUp,
+    Quit,
 }
 
 impl Guest {
     /// Connects to `uri` (libvirt's default when None) and finds `wanted`,
-    /// tried as an ID, then as a UUID, then as a name.
-    pub fn open(uri: Option<&str>, wanted: &str) -> Result<Guest> {
+    /// tried as an ID, then as a UUID, then as a name. The guest's QMP
+    /// events and its stopping go to `notices`; a lost connection is
+    /// reported on `losses` (see `keep_connected`).
+    pub fn open(
+        uri: Option<&str>,
+        wanted: &str,
+        notices: Sender<Notice>,
+        losses: Sender<Reconnect>,
+    ) -> Result<Guest> {
         let connection = Connect::open(uri).map_err(|source| Error::Connect {
             uri: uri.map(str::to_owned),
             source,
@@ -93,34 +153,34 @@ impl Guest {
         if !domain.is_active().unwrap_or(false) {
             return Err(Error::NotRunning { domain: name });
         }
-        Ok(Guest {
-            connection,
-            domain: Mutex::new(domain),
-            name,
-            uri: actual_uri,
-        })
-    }
-
-    /// Starts sending the guest's QMP events, and its stopping, to `notices`.
-    pub fn watch(&self, notices: Sender<Notice>) -> Result<Watch> {
-        let domain = self.domain.lock().unwrap_or_else(PoisonError::into_inner);
-        let registration_failed = |source| Error::Libvirt {
-            what: format!("cannot receive the events of domain '{}'", self.name),
+        let uuid = domain.uuid_string().map_err(|source| Error::Libvirt {
+            what: format!("cannot read the UUID of domain '{name}'"),
             source,
-        };
-        let lifecycle = ffi::LifecycleEvents::register(&self.connection, &domain, notices.clone())
-            .map_err(registration_failed)?;
-        let monitor = ffi::MonitorEvents::register(&self.connection, &domain, notices)
-            .map_err(registration_failed)?;
+        })?;
+        let watch =
+            watch(&connection, &domain, &notices, &losses, 0).map_err(|source| Error::Libvirt {
+                what: format!("cannot receive the events of domain '{name}'"),
+                source,
+            })?;
         // It may have stopped before the lifecycle registration took effect.
         if !domain.is_active().unwrap_or(false) {
-            return Err(Error::NotRunning {
-                domain: self.name.clone(),
-            });
+            return Err(Error::NotRunning { domain: name });
         }
-        Ok(Watch {
-            _monitor: monitor,
-            _lifecycle: lifecycle,
+        Ok(Guest {
+            requested_uri: uri.map(str::to_owned),
+            uri: actual_uri,
+            name,
+            uuid,
+            link: Mutex::new(Some(Link {
+                generation: 0,
+                _watch: watch,
+                domain,
+                connection,
+            })),
+            connected: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
+            notices,
+            losses,
         })
     }
 
@@ -143,22 +203,158 @@ impl Guest {
             ))),
         }
     }
+
+    /// Serves `Reconnect` requests until told to quit: each loss is met by
+    /// reconnecting with backoff for up to `timeout`. Tells `notices` when
+    /// the guest turns out to be gone or the time runs out.
+    pub fn keep_connected(&self, requests: &Receiver<Reconnect>, timeout: Duration) {
+        while let Ok(Reconnect::Lost(generation)) = requests.recv() {
+            if generation != self.generation.load(Ordering::Acquire)
+                || !self.connected.swap(false, Ordering::AcqRel)
+            {
+                continue;
+            }
+            warn!(
+                "lost the libvirt connection to '{}'; reconnecting",
+                self.uri
+            );
+            // Waits for a call still failing on the dead connection.
+            let dead = self.lock_link().take();
+            drop(dead);
+            let notice = match self.reconnect(requests, timeout) {
+                Outcome::Running => {
+                    info!("reconnected to '{}'", self.uri);
+                    continue;
+                }
+                Outcome::GuestGone => Notice::GuestStopped,
+                Outcome::GaveUp => Notice::LibvirtLost,
+                Outcome::Quit => return,
+            };
+            let _ = self.notices.send(notice);
+            return;
+        }
+    }
+
+    fn reconnect(&self, requests: &Receiver<Reconnect>, timeout: Duration) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        let mut pause = FIRST_RETRY;
+        while Instant::now() < deadline {
+            match self.connect_again() {
+                Ok(Some(link)) => {
+                    self.generation.store(link.generation, Ordering::Release);
+                    *self.lock_link() = Some(link);
+                    self.connected.store(true, Ordering::Release);
+                    return Outcome::Running;
+                }
+                Ok(None) => return Outcome::GuestGone,
+                Err(e) => debug!("reconnecting to '{}': {}", self.uri, e.message()),
+            }
+            let wait = pause.min(deadline.saturating_duration_since(Instant::now()));
+            match requests.recv_timeout(wait) {
+                Ok(Reconnect::Quit) | Err(RecvTimeoutError::Disconnected) => return Outcome::Quit,
+                Ok(Reconnect::Lost(_)) | Err(RecvTimeoutError::Timeout) => {}
+            }
+            pause = (pause * 2).min(LONGEST_RETRY);
+        }
+        Outcome::GaveUp
+    }
+
+    /// One attempt: a new connection, the same guest (by UUID), running.
+    /// Ok(None) when the guest no longer runs.
+    fn connect_again(&self) -> std::result::Result<Option<Link>, virt::error::Error> {
+        let connection = Connect::open(self.requested_uri.as_deref())?;
+        let domain = match connection.lookup_domain_by_uuid_string(&self.uuid) {
+            Ok(domain) => domain,
+            Err(e) if is_code(&e, ErrorNumber::NoDomain) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !domain.is_active()? {
+            return Ok(None);
+        }
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        let watch = watch(
+            &connection,
+            &domain,
+            &self.notices,
+            &self.losses,
+            generation,
+        )?;
+        Ok(Some(Link {
+            generation,
+            _watch: watch,
+            domain,
+            connection,
+        }))
+    }
+
+    fn lock_link(&self) -> MutexGuard<'_, Option<Link>> {
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Registers for the guest's events and, where libvirt supports it
+/// (not the embedded driver), keepalive and the close callback.
+fn watch(
+    connection: &Connect,
+    domain: &Domain,
+    notices: &Sender<Notice>,
+    losses: &Sender<Reconnect>,
+    generation: u64,
+) -> std::result::Result<Watch, virt::error::Error> {
+    let lifecycle = ffi::LifecycleEvents::register(connection, domain, notices.clone())?;
+    let monitor = ffi::MonitorEvents::register(connection, domain, notices.clone())?;
+    let close = match connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT) {
+        Ok(()) => {
+            let losses = losses.clone();
+            let on_close = Box::new(move || {
+                let _ = losses.send(Reconnect::Lost(generation));
+            });
+            Some(ffi::CloseWatch::register(connection, on_close)?)
+        }
+        Err(e) => {
+            debug!("no keepalive on this connection: {}", e.message());
+            None
+        }
+    };
+    Ok(Watch {
+        _monitor: monitor,
+        _lifecycle: lifecycle,
+        _close: close,
+    })
 }
 
 impl Monitor for Guest {
     fn execute(&self, command: &str, files: Vec<OwnedFd>) -> std::result::Result<Reply, Failure> {
-        let domain = self.domain.lock().unwrap_or_else(PoisonError::into_inner);
+        let lost = || Failure {
+            desc: CONNECTION_LOST.to_owned(),
+        };
+        if !self.connected.load(Ordering::Acquire) {
+            return Err(lost());
+        }
+        let link = self.lock_link();
+        let Some(Link {
+            domain,
+            connection,
+            generation,
+            ..
+        }) = link.as_ref()
+        else {
+            return Err(lost());
+        };
         let result = if files.is_empty() {
             domain
                 .qemu_monitor_command(command, 0)
                 .map(|text| (text, Vec::new()))
         } else {
-            ffi::monitor_command_with_files(&domain, command, &files)
+            ffi::monitor_command_with_files(domain, command, &files)
         };
-        drop(domain);
-        drop(files);
         match result {
             Ok((text, files)) => Ok(Reply { text, files }),
+            // The call failed because the connection died under it.
+            Err(_) if !connection.is_alive().unwrap_or(false) => {
+                let _ = self.losses.send(Reconnect::Lost(*generation));
+                Err(lost())
+            }
             Err(e) => Err(Failure {
                 desc: e.message().to_owned(),
             }),

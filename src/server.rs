@@ -11,7 +11,7 @@ use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::cli::Config;
 use crate::client::{self, Outgoing, QUEUE_LINES};
 use crate::error::{Error, Result};
 use crate::events::{EventLoop, Notice};
-use crate::libvirt::{self, Guest};
+use crate::libvirt::{self, Guest, Reconnect};
 use crate::monitor::Monitor;
 use crate::socket::Socket;
 use crate::{ffi, qmp};
@@ -37,6 +37,8 @@ pub enum Stop {
     Signal(i32),
     /// The guest stopped.
     GuestStopped,
+    /// libvirt went away for longer than the reconnect timeout.
+    LibvirtLost,
     /// Every notice sender went away (only tests do that).
     NoticesClosed,
 }
@@ -61,8 +63,24 @@ pub fn run(config: &Config) -> Result<()> {
         source,
     })?;
     let event_loop = EventLoop::start()?;
-    let guest = Arc::new(Guest::open(config.uri.as_deref(), &config.domain)?);
-    let watch = guest.watch(notices)?;
+    let (losses, loss_reports) = mpsc::channel();
+    let guest = Arc::new(Guest::open(
+        config.uri.as_deref(),
+        &config.domain,
+        notices.clone(),
+        losses.clone(),
+    )?);
+    let keeper = {
+        let guest = Arc::clone(&guest);
+        let timeout = config.reconnect_timeout;
+        spawn("reconnect", 256 * 1024, move || {
+            guest.keep_connected(&loss_reports, timeout)
+        })
+        .map_err(|source| Error::Io {
+            what: "cannot start the reconnect thread",
+            source,
+        })?
+    };
     let greeting = qmp::greeting(&guest.version()?);
     let socket = Socket::create(&config.socket)?;
     info!(
@@ -71,27 +89,45 @@ pub fn run(config: &Config) -> Result<()> {
         guest.name,
         guest.uri
     );
-    let stop = serve(&socket.listener, guest.clone(), greeting, notice_receiver)?;
+    let served: Arc<dyn Monitor> = guest.clone();
+    let stop = serve(
+        &socket.listener,
+        served,
+        greeting,
+        notice_receiver,
+        config.max_clients,
+    )?;
     drop(socket);
-    drop(watch);
+    let _ = losses.send(Reconnect::Quit);
+    let _ = keeper.join();
+    let uri = guest.uri.clone();
     drop(guest);
     drop(event_loop);
     match stop {
         Stop::Signal(signal) => info!("received signal {signal}; stopped"),
         Stop::GuestStopped => info!("domain '{}' stopped; exiting", config.domain),
+        Stop::LibvirtLost => {
+            return Err(Error::ConnectionLost {
+                uri,
+                timeout: config.reconnect_timeout,
+            })
+        }
         Stop::NoticesClosed => {}
     }
     Ok(())
 }
 
-/// Serves clients on `listener` until `notices` says to stop, then closes
-/// every client (after giving each up to `DRAIN_TIME` to receive what is
-/// queued for it) and joins every thread.
+/// Serves up to `max_clients` clients at once on `listener` until
+/// `notices` says to stop, then closes every client (after giving each up
+/// to `DRAIN_TIME` to receive what is queued for it) and joins every thread.
+/// Connections beyond `max_clients` wait in the listen backlog, as a second
+/// client of QEMU's own server does.
 pub fn serve(
     listener: &UnixListener,
     monitor: Arc<dyn Monitor>,
     greeting: String,
     notices: Receiver<Notice>,
+    max_clients: usize,
 ) -> Result<Stop> {
     let registry = Arc::new(Registry::default());
     let stopping = Arc::new(AtomicBool::new(false));
@@ -106,6 +142,7 @@ pub fn serve(
             let stop = fan_out(&notices, &registry);
             stopping.store(true, Ordering::Release);
             ffi::stop_accepting(&listener);
+            registry.room.notify_all();
             stop
         })
         .map_err(|source| Error::Io {
@@ -117,6 +154,7 @@ pub fn serve(
     let mut threads = Vec::new();
     let mut next_client = 0u64;
     loop {
+        registry.wait_for_room(max_clients, &stopping);
         let accepted = listener.accept();
         if stopping.load(Ordering::Acquire) {
             break;
@@ -162,6 +200,7 @@ fn fan_out(notices: &Receiver<Notice>, registry: &Registry) -> Stop {
                 data,
             }) => registry.broadcast(qmp::event(&name, seconds, micros, data.as_deref()).into()),
             Ok(Notice::GuestStopped) => return Stop::GuestStopped,
+            Ok(Notice::LibvirtLost) => return Stop::LibvirtLost,
             Ok(Notice::Signal(signal)) => return Stop::Signal(signal),
             Err(_) => return Stop::NoticesClosed,
         }
@@ -236,6 +275,8 @@ fn spawn<T: Send + 'static>(
 #[derive(Default)]
 struct Registry {
     clients: Mutex<HashMap<u64, Entry>>,
+    /// Signalled when a client leaves, and at shutdown.
+    room: Condvar,
 }
 
 struct Entry {
@@ -275,6 +316,20 @@ impl Registry {
 
     fn remove(&self, client: u64) {
         self.lock().remove(&client);
+        self.room.notify_one();
+    }
+
+    /// Blocks while `max` clients are connected, unless stopping.
+    fn wait_for_room(&self, max: usize, stopping: &AtomicBool) {
+        let mut clients = self.lock();
+        while clients.len() >= max && !stopping.load(Ordering::Acquire) {
+            // The timeout covers a stop flagged between the check and the wait.
+            clients = self
+                .room
+                .wait_timeout(clients, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     fn is_empty(&self) -> bool {

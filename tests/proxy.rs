@@ -69,6 +69,10 @@ struct Server {
 
 impl Server {
     fn start(name: &str, monitor: FakeMonitor) -> Server {
+        Server::start_with_max(name, monitor, 64)
+    }
+
+    fn start_with_max(name: &str, monitor: FakeMonitor, max_clients: usize) -> Server {
         let path =
             std::env::temp_dir().join(format!("vqqp-proxy-{}-{name}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -77,8 +81,9 @@ impl Server {
         let (notices, receiver) = mpsc::channel();
         let served: Arc<dyn Monitor> = monitor.clone();
         let greeting = qmp::greeting(VERSION);
-        let thread =
-            thread::spawn(move || server::serve(&listener, served, greeting, receiver).unwrap());
+        let thread = thread::spawn(move || {
+            server::serve(&listener, served, greeting, receiver, max_clients).unwrap()
+        });
         Server {
             path,
             notices: Some(notices),
@@ -121,15 +126,20 @@ struct Client {
 }
 
 impl Client {
-    fn connect(server: &Server) -> (Client, String) {
+    /// Connects without reading anything.
+    fn open(server: &Server) -> Client {
         let stream = UnixStream::connect(&server.path).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut client = Client {
+        Client {
             reader: BufReader::new(stream.try_clone().unwrap()),
             stream,
-        };
+        }
+    }
+
+    fn connect(server: &Server) -> (Client, String) {
+        let mut client = Client::open(server);
         let greeting = client.line();
         (client, greeting)
     }
@@ -425,4 +435,18 @@ fn files_returned_by_the_guest_reach_the_client() {
     // The one that came back is the pipe's write end: closing it is EOF.
     drop(received);
     assert!(writers_closed(&reader, WAIT));
+}
+
+#[test]
+fn clients_beyond_the_maximum_wait_in_the_backlog() {
+    let server = Server::start_with_max("max", FakeMonitor::default(), 2);
+    let first = Client::negotiated(&server);
+    let _second = Client::negotiated(&server);
+    // The third connects, and sends at once; it is served only later.
+    let mut third = Client::open(&server);
+    third.send(r#"{"execute":"qmp_capabilities","id":"early"}"#);
+    third.expect_silence(Duration::from_millis(300));
+    drop(first);
+    assert!(third.line().starts_with(r#"{"QMP": "#));
+    assert_eq!(third.line(), r#"{"return": {}, "id": "early"}"#);
 }

@@ -15,7 +15,9 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod files;
+pub mod process;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! libvirt going away under the proxy: a private libvirtd is stopped and
+//! started again while clients are connected.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::Proxy;
+use serde_json::Value;
+
+const LOST: &str = "the libvirt connection was lost and is being re-established";
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn a_libvirtd_restart_is_survived_by_the_same_connections() {
+    let daemon = Daemon::start("restart");
+    let proxy = Proxy::start(daemon.uri(), daemon.guest(), &["--reconnect-timeout", "60"]);
+    let mut idle = proxy.connect_negotiated();
+    let mut busy = proxy.connect_negotiated();
+    // A burst in flight while the daemon goes: every command gets an answer.
+    let burst: String = (0..200)
+        .map(|i| format!(r#"{{"execute":"query-status","id":{i}}}"#))
+        .collect();
+    busy.send(burst.as_bytes());
+    daemon.stop_daemon();
+    for i in 0..200 {
+        let reply = busy.read_reply();
+        assert_eq!(reply["id"], i, "{reply}");
+        assert!(
+            reply.get("return").is_some() || reply["error"]["class"] == "GenericError",
+            "{reply}"
+        );
+    }
+    // During the outage every command is refused at once, saying why.
+    let started = Instant::now();
+    let reply = wait_for(&mut idle, |reply| reply["error"]["desc"] == LOST);
+    assert_eq!(reply["error"]["class"], "GenericError");
+    let asked = Instant::now();
+    let again = idle.command(r#"{"execute":"query-status","id":"outage"}"#);
+    assert_eq!(again["error"]["desc"], LOST, "{again}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "an outage error took {:?}",
+        asked.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    daemon.restart_daemon();
+    let reply = wait_for(&mut idle, |reply| reply.get("return").is_some());
+    assert_eq!(reply["return"]["status"], "running", "{reply}");
+    // Events flow again, to both connections.
+    assert_eq!(
+        busy.command(r#"{"execute":"stop"}"#),
+        serde_json::json!({"return": {}})
+    );
+    for client in [&mut idle, &mut busy] {
+        client.wait_event("STOP");
+    }
+    assert_eq!(
+        busy.command(r#"{"execute":"cont"}"#),
+        serde_json::json!({"return": {}})
+    );
+    for client in [&mut idle, &mut busy] {
+        client.wait_event("RESUME");
+    }
+    assert!(proxy.stderr().contains("reconnected"), "{}", proxy.stderr());
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn libvirt_gone_past_the_reconnect_timeout_ends_the_proxy() {
+    let daemon = Daemon::start("gone");
+    let mut proxy = Proxy::start(daemon.uri(), daemon.guest(), &["--reconnect-timeout", "2"]);
+    let mut client = proxy.connect_negotiated();
+    let socket = proxy.socket().to_owned();
+    daemon.stop_daemon();
+    client.expect_eof(Duration::from_secs(20));
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy gives up and exits");
+    assert_eq!(status.code(), Some(1), "{}", proxy.stderr());
+    let last = proxy.stderr().lines().last().unwrap_or_default().to_owned();
+    assert_eq!(
+        last,
+        format!(
+            "virt-qemu-qmp-proxy: lost the libvirt connection to '{}' and could not reconnect within 2 s",
+            daemon.uri()
+        )
+    );
+    assert!(!socket.exists(), "socket left behind");
+}
+
+/// Sends query-status every 100 ms until a reply satisfies `done` (30 s at most).
+fn wait_for(client: &mut common::Client, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = client.command(r#"{"execute":"query-status"}"#);
+        if done(&reply) {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still no such reply after 30 s: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,57 +1,31 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! One client connection: a reader that parses and answers commands in
-//! order, and a writer that owns the socket's sending side.
+//! One client session: the greeting, then commands parsed from the stream
+//! and answered in order, locally or through the monitor.
 //!
-//! Everything sent to the client goes through its bounded queue, so replies
-//! and events never interleave within a line. Knows nothing of libvirt.
+//! Everything sent goes through the client's `Output`, so replies and
+//! events never interleave within a line. Knows nothing of libvirt.
 
-use std::io::{self, Write};
-use std::net::Shutdown;
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Arc;
 
 use crate::ffi;
 use crate::monitor::Monitor;
+use crate::output::Output;
 use crate::qmp::{self, Action, Parsed};
 
-/// Lines waiting for a client; past this, a client that does not read
-/// loses its events (and is disconnected) instead of growing our memory.
-pub const QUEUE_LINES: usize = 64;
-
-/// One line for the client, CRLF included.
-pub enum Outgoing {
-    /// A reply, with any file descriptors QEMU sent back with it.
-    Reply(String, Vec<OwnedFd>),
-    /// An event line, shared by every client it goes to.
-    Event(Arc<str>),
-}
-
-impl Outgoing {
-    fn text(&self) -> &str {
-        match self {
-            Outgoing::Reply(line, _) => line,
-            Outgoing::Event(line) => line,
-        }
-    }
-}
-
-/// Reads the client's commands until EOF and queues an answer to each, in
+/// Reads the client's commands until EOF and sends an answer to each, in
 /// order. `negotiated` tells the event fan-out whether to include this client.
 pub fn read_commands(
     client: u64,
     stream: UnixStream,
     monitor: &dyn Monitor,
     greeting: &str,
-    queue: &SyncSender<Outgoing>,
+    output: &Output,
     negotiated: &AtomicBool,
 ) {
-    if queue
-        .send(Outgoing::Reply(greeting.to_owned(), Vec::new()))
-        .is_err()
-    {
+    if send(client, output, greeting.to_owned(), Vec::new()).is_err() {
         return;
     }
     let mut parser = qmp::Stream::new();
@@ -70,15 +44,10 @@ pub fn read_commands(
         };
         parser.feed(&buffer[..count], &mut parsed);
         for item in parsed.drain(..) {
-            let answer = answer(
-                client,
-                item,
-                std::mem::take(&mut files),
-                &mut session,
-                monitor,
-            );
+            let claimed = std::mem::take(&mut files);
+            let (line, returned) = answer(client, item, claimed, &mut session, monitor);
             negotiated.store(session.negotiated(), Ordering::Release);
-            if queue.send(answer).is_err() {
+            if send(client, output, line, returned).is_err() {
                 return;
             }
         }
@@ -93,36 +62,20 @@ fn answer(
     files: Vec<OwnedFd>,
     session: &mut qmp::Session,
     monitor: &dyn Monitor,
-) -> Outgoing {
+) -> (String, Vec<OwnedFd>) {
     if let Parsed::Message(message) = &item {
         traffic!("client {client} -> {}", qmp::to_text(message).trim_end());
     }
     match session.handle(item) {
-        Action::Reply(line) => Outgoing::Reply(line, Vec::new()),
+        Action::Reply(line) => (line, Vec::new()),
         Action::Execute(command) => match monitor.execute(&command.json, files) {
-            Ok(reply) => Outgoing::Reply(command.reply(&reply.text), reply.files),
-            Err(failure) => {
-                Outgoing::Reply(command.error("GenericError", &failure.desc), Vec::new())
-            }
+            Ok(reply) => (command.reply(&reply.text), reply.files),
+            Err(failure) => (command.error("GenericError", &failure.desc), Vec::new()),
         },
     }
 }
 
-/// Sends queued lines until the queue closes or the client goes away, then
-/// closes the connection: the client sees EOF, as with QEMU.
-pub fn write_lines(client: u64, mut stream: UnixStream, queue: Receiver<Outgoing>) {
-    for outgoing in queue {
-        let text = outgoing.text();
-        traffic!("client {client} <- {}", text.trim_end());
-        let sent = match &outgoing {
-            Outgoing::Reply(line, files) if !files.is_empty() => {
-                ffi::send_with_files(&stream, line.as_bytes(), files)
-            }
-            _ => stream.write_all(text.as_bytes()),
-        };
-        if sent.is_err() {
-            break;
-        }
-    }
-    let _ = stream.shutdown(Shutdown::Both);
+fn send(client: u64, output: &Output, line: String, files: Vec<OwnedFd>) -> io::Result<()> {
+    traffic!("client {client} <- {}", line.trim_end());
+    output.reply(line, files)
 }

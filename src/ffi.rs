@@ -476,6 +476,24 @@ pub fn send_with_files(stream: &UnixStream, bytes: &[u8], files: &[OwnedFd]) -> 
     (&*stream).write_all(&bytes[sent as usize..])
 }
 
+/// Sends what the socket takes of `bytes` now, without blocking.
+pub fn send_nonblocking(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid for reads of its length during the call.
+    let sent = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr() as *const c_void,
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
 /// u64 words for a control buffer holding `files` descriptors.
 const fn control_words(files: usize) -> usize {
     // CMSG_SPACE is not const: header (16 bytes on Linux) plus payload, rounded up.

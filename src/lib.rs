@@ -17,6 +17,7 @@ pub mod events;
 mod ffi;
 pub mod libvirt;
 pub mod monitor;
+pub mod output;
 pub mod qmp;
 pub mod server;
 pub mod socket;

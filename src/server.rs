@@ -7,10 +7,9 @@
 //! a stop; each client has a reader `client-N` and a writer `client-N-out`.
 
 use std::collections::HashMap;
-use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -19,11 +18,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::Config;
-use crate::client::{self, Outgoing, QUEUE_LINES};
+use crate::client;
 use crate::error::{Error, Result};
 use crate::events::{EventLoop, Notice};
 use crate::libvirt::{self, Guest, Reconnect};
-use crate::monitor::Monitor;
+use crate::monitor::{Combining, Monitor};
+use crate::output::{Delivery, Output};
 use crate::socket::Socket;
 use crate::{ffi, qmp};
 
@@ -89,7 +89,7 @@ pub fn run(config: &Config) -> Result<()> {
         guest.name,
         guest.uri
     );
-    let served: Arc<dyn Monitor> = guest.clone();
+    let served: Arc<dyn Monitor> = Arc::new(Combining::new(guest.clone()));
     let stop = serve(
         &socket.listener,
         served,
@@ -215,21 +215,15 @@ fn start_client(
     greeting: &Arc<str>,
     registry: &Arc<Registry>,
 ) -> std::io::Result<[JoinHandle<()>; 2]> {
-    let writer_stream = stream.try_clone()?;
-    let registry_stream = stream.try_clone()?;
-    let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+    let output = Arc::new(Output::new(stream.try_clone()?));
     let negotiated = Arc::new(AtomicBool::new(false));
-    registry.add(
-        client,
-        registry_stream,
-        queue.clone(),
-        Arc::clone(&negotiated),
-    );
+    registry.add(client, Arc::clone(&output), Arc::clone(&negotiated));
     info!("client {client} connected");
     let writer = {
         let registry = Arc::clone(registry);
+        let output = Arc::clone(&output);
         spawn(&format!("client-{client}-out"), 128 * 1024, move || {
-            client::write_lines(client, writer_stream, lines);
+            output.drain();
             registry.remove(client);
             info!("client {client} disconnected");
         })
@@ -242,19 +236,19 @@ fn start_client(
         }
     };
     let reader = {
-        let registry = Arc::clone(registry);
         let monitor = Arc::clone(monitor);
         let greeting = Arc::clone(greeting);
+        let output = Arc::clone(&output);
         spawn(&format!("client-{client}"), 512 * 1024, move || {
-            client::read_commands(client, stream, &*monitor, &greeting, &queue, &negotiated);
-            registry.detach_queue(client);
+            client::read_commands(client, stream, &*monitor, &greeting, &output, &negotiated);
+            output.close();
         })
     };
     match reader {
         Ok(reader) => Ok([reader, writer]),
         Err(e) => {
-            // Without a reader, closing the queue lets the writer finish.
-            registry.detach_queue(client);
+            // Without a reader, closing the output lets the writer finish.
+            output.close();
             Err(e)
         }
     }
@@ -280,11 +274,7 @@ struct Registry {
 }
 
 struct Entry {
-    /// For shutting the connection down from outside its threads.
-    stream: UnixStream,
-    /// The registry's handle on the client's queue; None once the reader
-    /// ended, so that the writer sees the queue close.
-    queue: Option<SyncSender<Outgoing>>,
+    output: Arc<Output>,
     negotiated: Arc<AtomicBool>,
 }
 
@@ -293,25 +283,8 @@ impl Registry {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(
-        &self,
-        client: u64,
-        stream: UnixStream,
-        queue: SyncSender<Outgoing>,
-        negotiated: Arc<AtomicBool>,
-    ) {
-        let entry = Entry {
-            stream,
-            queue: Some(queue),
-            negotiated,
-        };
-        self.lock().insert(client, entry);
-    }
-
-    fn detach_queue(&self, client: u64) {
-        if let Some(entry) = self.lock().get_mut(&client) {
-            entry.queue = None;
-        }
+    fn add(&self, client: u64, output: Arc<Output>, negotiated: Arc<AtomicBool>) {
+        self.lock().insert(client, Entry { output, negotiated });
     }
 
     fn remove(&self, client: u64) {
@@ -336,37 +309,35 @@ impl Registry {
         self.lock().is_empty()
     }
 
-    /// Queues `line` for every negotiated client. A client whose queue is
-    /// full has stopped reading: it is disconnected rather than allowed to
-    /// stall the others or grow our memory.
+    /// Sends `line` to every negotiated client. A client whose queue is
+    /// full has stopped reading: it is cut off rather than allowed to stall
+    /// the others or grow our memory.
     fn broadcast(&self, line: Arc<str>) {
-        let mut clients = self.lock();
-        for (client, entry) in clients.iter_mut() {
+        for (client, entry) in self.lock().iter() {
             if !entry.negotiated.load(Ordering::Acquire) {
                 continue;
             }
-            let Some(queue) = &entry.queue else { continue };
-            if let Err(TrySendError::Full(_)) = queue.try_send(Outgoing::Event(Arc::clone(&line))) {
+            traffic!("client {client} <- {}", line.trim_end());
+            if entry.output.event(&line) == Delivery::Overflow {
                 traffic!("client {client}: not reading its replies; disconnected");
-                entry.queue = None;
-                let _ = entry.stream.shutdown(Shutdown::Both);
+                entry.output.cut();
             }
         }
     }
 
-    /// Stops every client's input and closes the registry's queue handles:
-    /// readers finish the command in hand, writers drain their queues.
+    /// Stops every client's input: readers finish the command in hand,
+    /// writers drain their queues and close.
     fn close_input(&self) {
-        for entry in self.lock().values_mut() {
-            entry.queue = None;
-            let _ = entry.stream.shutdown(Shutdown::Read);
+        for entry in self.lock().values() {
+            entry.output.close();
+            entry.output.stop_input();
         }
     }
 
     /// Cuts every remaining connection.
     fn close_all(&self) {
         for entry in self.lock().values() {
-            let _ = entry.stream.shutdown(Shutdown::Both);
+            entry.output.cut();
         }
     }
 }

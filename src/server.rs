@@ -51,6 +51,7 @@ pub fn run(config: &Config) -> Result<()> {
         source,
     })?;
     libvirt::quiet(config.level);
+    ffi::share_malloc_arena();
     let (notices, notice_receiver) = mpsc::channel();
     let signal_notices = notices.clone();
     spawn("signals", 64 * 1024, move || {

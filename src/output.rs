@@ -204,7 +204,12 @@ impl Output {
             state.queue.clear();
             let _ = self.stream.shutdown(Shutdown::Both);
         }
-        self.changed.notify_all();
+        // Only queued lines (for the writer, or a reply waiting for room)
+        // or a failure concern anyone: waking the writer after every
+        // direct write would cost a context switch per command.
+        if !state.queue.is_empty() || state.failed {
+            self.changed.notify_all();
+        }
     }
 }
 

@@ -1,0 +1,863 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The bench driver behind `make bench` (scripts/bench): the same QMP work
+//! done three ways on one running guest, interleaved in rounds so that a
+//! noisy machine's drift hits all three alike, and reported as one Markdown
+//! table with each figure's goal shown as met or not.
+//!
+//! (a) the floor: libvirt's monitor-command API called in-process (floor.rs);
+//! (b) this proxy, driven over its socket by the load generator (client.rs);
+//! (c) libvirt's original Python tool, driven the same way, where it can
+//! do the measurement at all (it serves one client at a time).
+//!
+//! scripts/bench sets up libvirt and the guest and passes them here:
+//! `cargo bench --bench proxy -- --mode system|embed --uri URI --domain NAME
+//! --workdir DIR --proxy BIN [--original SCRIPT --python PYTHON] --out FILE`.
+
+mod client;
+mod floor;
+mod report;
+mod server;
+mod stats;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use client::{Client, Delivery, QUERY_SCHEMA, QUERY_STATUS};
+use floor::Floor;
+use server::{Kind, Program, Server};
+use stats::micros;
+
+const USAGE: &str = "\
+Usage: cargo bench --bench proxy -- --mode system|embed --uri URI --domain NAME
+           --workdir DIR --proxy BIN [--original SCRIPT --python PYTHON]
+           [--original-missing REASON] [--note TEXT]... [--out FILE]
+           [--quick] [--rounds N] [--figures 1,2,...]
+Normally run by scripts/bench ('make bench'), which sets up libvirt and the guest.";
+
+/// The floor's commands: libvirt refuses a command with an id.
+const FLOOR_STATUS: &str = r#"{"execute":"query-status"}"#;
+const FLOOR_SCHEMA: &str = r#"{"execute":"query-qmp-schema"}"#;
+
+/// The three ways, in table order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Who {
+    Floor,
+    Proxy,
+    Original,
+}
+
+impl Who {
+    const ALL: [Who; 3] = [Who::Floor, Who::Proxy, Who::Original];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How libvirt is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// qemu:///system from a daemon: every process may hold a connection.
+    System,
+    /// qemu:///embed: one process at a time holds the guest's root.
+    Embed,
+}
+
+/// How much of everything to do.
+pub struct Plan {
+    pub rounds: usize,
+    pub seq_calls: usize,
+    /// Calls per turn in figure 1 (with a daemon).
+    pub seq_block: usize,
+    pub rate_window: Duration,
+    pub concurrency: Vec<usize>,
+    pub schema_calls: usize,
+    pub fanout_cycles: usize,
+    pub fanout_clients: usize,
+    pub startup_runs: usize,
+    pub memory_clients: usize,
+    pub memory_checkpoint: usize,
+    pub memory_commands: usize,
+    pub original_commands: usize,
+    /// Longest the proxy's traffic of figure 5 may take (the original's: a quarter).
+    pub memory_time_cap: Duration,
+    pub figures: BTreeSet<u32>,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            rounds: 10,
+            seq_calls: 2000,
+            seq_block: 50,
+            rate_window: Duration::from_millis(500),
+            concurrency: vec![1, 4, 16, 64],
+            schema_calls: 30,
+            fanout_cycles: 50,
+            fanout_clients: 64,
+            startup_runs: 7,
+            memory_clients: 64,
+            memory_checkpoint: 10_000,
+            memory_commands: 100_000,
+            original_commands: 10_000,
+            memory_time_cap: Duration::from_secs(200),
+            figures: (1..=7).collect(),
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            rounds: 2,
+            seq_calls: 200,
+            seq_block: 20,
+            rate_window: Duration::from_millis(300),
+            schema_calls: 4,
+            fanout_cycles: 6,
+            startup_runs: 3,
+            memory_checkpoint: 1000,
+            memory_commands: 4000,
+            original_commands: 1000,
+            memory_time_cap: Duration::from_secs(40),
+            ..Plan::full()
+        }
+    }
+
+    /// A per-round share of `total`, at least one.
+    fn share(&self, total: usize) -> usize {
+        total.div_ceil(self.rounds).max(1)
+    }
+}
+
+/// What the driver was told by scripts/bench.
+pub struct Bed {
+    pub mode: Mode,
+    pub uri: String,
+    pub domain: String,
+    pub workdir: PathBuf,
+    pub proxy: Program,
+    pub original: Option<Program>,
+    pub original_missing: Option<String>,
+    pub notes: Vec<String>,
+    pub out: Option<PathBuf>,
+    next_file: std::cell::Cell<usize>,
+}
+
+impl Bed {
+    /// A fresh path in the work folder: TAG-N.EXT.
+    fn path(&self, tag: &str, ext: &str) -> PathBuf {
+        let n = self.next_file.get() + 1;
+        self.next_file.set(n);
+        self.workdir.join(format!("{tag}-{n}.{ext}"))
+    }
+
+    fn program(&self, kind: Kind) -> Option<&Program> {
+        match kind {
+            Kind::Proxy => Some(&self.proxy),
+            Kind::Original => self.original.as_ref(),
+        }
+    }
+
+    fn start_server(&self, kind: Kind) -> Result<(Server, Duration), String> {
+        let program = self
+            .program(kind)
+            .ok_or("the original tool cannot run here")?;
+        let tag = match kind {
+            Kind::Proxy => "proxy",
+            Kind::Original => "original",
+        };
+        Server::start(
+            program,
+            &self.uri,
+            &self.domain,
+            &self.path(tag, "sock"),
+            &self.path(tag, "log"),
+        )
+    }
+}
+
+/// The three subjects as the rounds use them. With a daemon they stay up
+/// for the whole run; with the embedded driver only one may hold the
+/// guest, so each is started for its turn and stopped after it.
+struct Lineup<'a> {
+    bed: &'a Bed,
+    floor: Option<Floor>,
+    proxy: Option<Server>,
+    original: Option<Server>,
+}
+
+impl<'a> Lineup<'a> {
+    fn new(bed: &'a Bed) -> Lineup<'a> {
+        Lineup {
+            bed,
+            floor: None,
+            proxy: None,
+            original: None,
+        }
+    }
+
+    fn floor(&mut self) -> Result<&mut Floor, String> {
+        if self.floor.is_none() {
+            let mut floor = Floor::start(
+                &self.bed.uri,
+                &self.bed.domain,
+                &self.bed.path("floor", "log"),
+            )?;
+            floor.seq(FLOOR_STATUS, 10)?;
+            self.floor = Some(floor);
+        }
+        Ok(self.floor.as_mut().expect("started"))
+    }
+
+    fn server(&mut self, kind: Kind) -> Result<&Server, String> {
+        let bed = self.bed;
+        let slot = match kind {
+            Kind::Proxy => &mut self.proxy,
+            Kind::Original => &mut self.original,
+        };
+        if slot.is_none() {
+            let (server, _) = bed.start_server(kind)?;
+            let mut client = server.client()?;
+            for _ in 0..10 {
+                client.call(QUERY_STATUS)?;
+            }
+            *slot = Some(server);
+        }
+        Ok(slot.as_ref().expect("started"))
+    }
+
+    /// Ends a turn: with the embedded driver, gives the guest up.
+    fn release(&mut self) {
+        if self.bed.mode == Mode::Embed {
+            self.stop_all();
+        }
+    }
+
+    fn stop_all(&mut self) {
+        if let Some(floor) = self.floor.take() {
+            floor.stop();
+        }
+        self.proxy = None;
+        self.original = None;
+    }
+}
+
+fn kind_of(who: Who) -> Kind {
+    match who {
+        Who::Proxy => Kind::Proxy,
+        _ => Kind::Original,
+    }
+}
+
+/// Everything measured; report.rs turns it into the table.
+#[derive(Default)]
+pub struct Results {
+    /// Figure 1: µs per query-status, every call, per subject.
+    pub seq: [Vec<f64>; 3],
+    /// Figure 2: calls/s per round, per subject, for each client count.
+    pub rates: Vec<(usize, [Vec<f64>; 3])>,
+    /// Figure 3: µs per query-qmp-schema, and the reply's size.
+    pub schema: [Vec<f64>; 3],
+    pub schema_bytes: usize,
+    /// Figure 4: per subject, per client count, each STOP's delivery.
+    pub fanout: Vec<(Who, usize, Vec<Delivery>)>,
+    /// Figure 5 and the thread counts of 7.
+    pub memory: Memory,
+    /// Figure 6: ms; the floor's in-process time and exec-to-exit.
+    pub startup: [Vec<f64>; 3],
+    pub startup_floor_exec: Vec<f64>,
+    /// /proc/loadavg's 1-minute figure at the start and at the end.
+    pub load: (String, String),
+    /// Why a subject's measurement is missing, by (figure, subject).
+    pub skipped: Vec<(u32, Who, String)>,
+}
+
+/// Private memory in bytes and thread counts.
+#[derive(Default)]
+pub struct Memory {
+    pub floor_idle: Option<u64>,
+    pub proxy_idle: Option<u64>,
+    pub proxy_clients: Option<u64>,
+    /// Private bytes and the commands done when read.
+    pub proxy_checkpoint: Option<(u64, usize)>,
+    pub proxy_after: Option<(u64, usize)>,
+    pub proxy_threads_idle: Option<usize>,
+    pub proxy_threads_clients: Option<usize>,
+    pub original_idle: Option<u64>,
+    pub original_after: Option<(u64, usize)>,
+    pub original_threads: Option<usize>,
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("floor") {
+        floor_subcommand(args.skip(1));
+    }
+    if !std::env::args().any(|arg| arg == "--mode" || arg.starts_with("--mode=")) {
+        // Plain `cargo bench` or `cargo test --benches`: no guest to use.
+        eprintln!(
+            "bench: nothing to do without a guest: run 'make bench' (scripts/bench)\n{USAGE}"
+        );
+        return;
+    }
+    let (bed, plan) = match parse(std::env::args_os().skip(1)) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&bed, &plan) {
+        eprintln!("bench: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn floor_subcommand(args: impl Iterator<Item = String>) -> ! {
+    let (mut uri, mut domain, mut startup) = (String::new(), String::new(), false);
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--uri" => uri = args.next().unwrap_or_default(),
+            "--domain" => domain = args.next().unwrap_or_default(),
+            "--startup" => startup = true,
+            _ => {}
+        }
+    }
+    floor::child_main(&uri, &domain, startup)
+}
+
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(Bed, Plan), String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let (mut mode, mut uri, mut domain, mut workdir, mut proxy) = (None, None, None, None, None);
+    let (mut original, mut python, mut original_missing, mut out) = (None, None, None, None);
+    let mut notes = Vec::new();
+    let mut quick = false;
+    let mut rounds = None;
+    let mut figures = None;
+    let text = |value: std::ffi::OsString| {
+        value
+            .into_string()
+            .map_err(|_| "arguments must be UTF-8".to_owned())
+    };
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("mode") => {
+                mode = Some(
+                    match text(parser.value().map_err(|e| e.to_string())?)?.as_str() {
+                        "system" => Mode::System,
+                        "embed" => Mode::Embed,
+                        other => return Err(format!("unknown mode '{other}'")),
+                    },
+                )
+            }
+            Long("uri") => uri = Some(text(parser.value().map_err(|e| e.to_string())?)?),
+            Long("domain") => domain = Some(text(parser.value().map_err(|e| e.to_string())?)?),
+            Long("workdir") => {
+                workdir = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
+            }
+            Long("proxy") => proxy = Some(text(parser.value().map_err(|e| e.to_string())?)?),
+            Long("original") => original = Some(text(parser.value().map_err(|e| e.to_string())?)?),
+            Long("python") => python = Some(text(parser.value().map_err(|e| e.to_string())?)?),
+            Long("original-missing") => {
+                original_missing = Some(text(parser.value().map_err(|e| e.to_string())?)?)
+            }
+            Long("note") => notes.push(text(parser.value().map_err(|e| e.to_string())?)?),
+            Long("out") => out = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?)),
+            Long("quick") => quick = true,
+            Long("rounds") => {
+                rounds = Some(
+                    text(parser.value().map_err(|e| e.to_string())?)?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--rounds: {e}"))?
+                        .max(1),
+                )
+            }
+            Long("figures") => {
+                let list = text(parser.value().map_err(|e| e.to_string())?)?;
+                figures = Some(
+                    list.split(',')
+                        .map(|f| {
+                            f.trim()
+                                .parse::<u32>()
+                                .map_err(|e| format!("--figures: {e}"))
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?,
+                );
+            }
+            // cargo bench passes --bench to every bench target.
+            Long("bench") => {}
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    let mut plan = if quick { Plan::quick() } else { Plan::full() };
+    if let Some(rounds) = rounds {
+        plan.rounds = rounds;
+    }
+    if let Some(figures) = figures {
+        plan.figures = figures;
+    }
+    let original = match (original, python) {
+        (Some(script), Some(python)) => Some(Program {
+            kind: Kind::Original,
+            argv: vec![python, script],
+        }),
+        (None, None) => None,
+        _ => return Err("--original and --python go together".into()),
+    };
+    let original_missing = match (&original, original_missing) {
+        (None, None) => Some("not given (--original)".to_owned()),
+        (_, missing) => missing,
+    };
+    let bed = Bed {
+        mode: mode.ok_or("--mode is required")?,
+        uri: uri.ok_or("--uri is required")?,
+        domain: domain.ok_or("--domain is required")?,
+        workdir: workdir.ok_or("--workdir is required")?,
+        proxy: Program {
+            kind: Kind::Proxy,
+            argv: vec![proxy.ok_or("--proxy is required")?],
+        },
+        original,
+        original_missing,
+        notes,
+        out,
+        next_file: std::cell::Cell::new(0),
+    };
+    Ok((bed, plan))
+}
+
+fn progress(text: &str) {
+    eprintln!("bench: {text}");
+}
+
+fn run(bed: &Bed, plan: &Plan) -> Result<(), String> {
+    let begun = Instant::now();
+    let mut results = Results {
+        load: (load_average(), String::new()),
+        ..Results::default()
+    };
+    let mut lineup = Lineup::new(bed);
+    let info = lineup.floor()?.info()?;
+    if let Some(floor) = &lineup.floor {
+        results.memory.floor_idle = stats::private_bytes(floor.pid()).ok();
+    }
+    lineup.release();
+    if let Some(reason) = &bed.original_missing {
+        for figure in 1..=7 {
+            results
+                .skipped
+                .push((figure, Who::Original, reason.clone()));
+        }
+    }
+
+    let outcome = measure(bed, plan, &mut lineup, &mut results);
+    lineup.stop_all();
+    outcome?;
+    results.load.1 = load_average();
+
+    let table = report::render(bed, plan, &info, &results, begun.elapsed());
+    print!("{table}");
+    if let Some(out) = &bed.out {
+        if let Some(parent) = out.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        fs::write(out, &table).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// The 1-minute load average: how busy the machine was besides the bench.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn original_usable(bed: &Bed, who: Who) -> bool {
+    who != Who::Original || bed.original.is_some()
+}
+
+fn measure(
+    bed: &Bed,
+    plan: &Plan,
+    lineup: &mut Lineup,
+    results: &mut Results,
+) -> Result<(), String> {
+    results.rates = plan
+        .concurrency
+        .iter()
+        .map(|&n| (n, Default::default()))
+        .collect();
+    for round in 0..plan.rounds {
+        let started = Instant::now();
+        // A different subject goes first in each round.
+        let mut order = Who::ALL;
+        order.rotate_left(round % 3);
+        let order: Vec<Who> = order
+            .into_iter()
+            .filter(|&who| original_usable(bed, who))
+            .collect();
+
+        if plan.figures.contains(&1) {
+            let share = plan.share(plan.seq_calls);
+            sequential(
+                lineup,
+                &order,
+                share,
+                plan.seq_block,
+                Work::Status,
+                &mut results.seq,
+            )?;
+        }
+        if plan.figures.contains(&2) {
+            for (slot, &clients) in plan.concurrency.iter().enumerate() {
+                for &who in &order {
+                    if who == Who::Original && clients > 1 {
+                        continue;
+                    }
+                    let rate = rate(lineup, who, clients, plan.rate_window)?;
+                    results.rates[slot].1[who.index()].push(rate);
+                    lineup.release();
+                }
+            }
+        }
+        if plan.figures.contains(&3) {
+            let share = plan.share(plan.schema_calls);
+            results.schema_bytes =
+                sequential(lineup, &order, share, 1, Work::Schema, &mut results.schema)?;
+        }
+        if plan.figures.contains(&4) {
+            for &who in &order {
+                if who == Who::Floor {
+                    continue;
+                }
+                for clients in [1, plan.fanout_clients] {
+                    if who == Who::Original && clients > 1 {
+                        continue;
+                    }
+                    let server = lineup.server(kind_of(who))?;
+                    let mut connected = connect_many(server, clients)?;
+                    let deliveries =
+                        client::fan_out(&mut connected, plan.share(plan.fanout_cycles))?;
+                    match results
+                        .fanout
+                        .iter_mut()
+                        .find(|(w, n, _)| *w == who && *n == clients)
+                    {
+                        Some((_, _, all)) => all.extend(deliveries),
+                        None => results.fanout.push((who, clients, deliveries)),
+                    }
+                }
+                lineup.release();
+            }
+        }
+        progress(&format!(
+            "round {} of {} done in {:.1} s",
+            round + 1,
+            plan.rounds,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    if plan.figures.contains(&6) {
+        lineup.stop_all_if_embedded();
+        startup(bed, plan, results)?;
+        progress("start-up done");
+    }
+    if plan.figures.contains(&5) || plan.figures.contains(&7) {
+        lineup.stop_all_if_embedded();
+        memory(bed, plan, results)?;
+        progress("memory done");
+    }
+    Ok(())
+}
+
+impl Lineup<'_> {
+    fn stop_all_if_embedded(&mut self) {
+        if self.bed.mode == Mode::Embed {
+            self.stop_all();
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Work {
+    Status,
+    Schema,
+}
+
+/// Figures 1 and 3: `count` calls in a row by one client of each subject
+/// in `order`, taken in turns of `block` calls, so that (a), (b) and (c)
+/// alternate every few milliseconds. With the embedded driver, where a
+/// turn means restarting a process, each subject does its `count` in one
+/// turn. Adds each call's time in µs to `samples`; returns the size of
+/// (b)'s reply.
+fn sequential(
+    lineup: &mut Lineup,
+    order: &[Who],
+    count: usize,
+    block: usize,
+    work: Work,
+    samples: &mut [Vec<f64>; 3],
+) -> Result<usize, String> {
+    let (floor_command, command) = match work {
+        Work::Status => (FLOOR_STATUS, QUERY_STATUS),
+        Work::Schema => (FLOOR_SCHEMA, QUERY_SCHEMA),
+    };
+    let block = if lineup.bed.mode == Mode::Embed {
+        count
+    } else {
+        block.max(1)
+    };
+    let mut bytes = 0;
+    let mut clients: Vec<Option<Client>> = Vec::new();
+    if lineup.bed.mode == Mode::System {
+        for &who in order {
+            clients.push(match who {
+                Who::Floor => None,
+                _ => Some(lineup.server(kind_of(who))?.client()?),
+            });
+        }
+    }
+    let mut left = count;
+    while left > 0 {
+        let turn = block.min(left);
+        for (position, &who) in order.iter().enumerate() {
+            if who == Who::Floor {
+                let (times, _) = lineup.floor()?.seq(floor_command, turn)?;
+                samples[who.index()].extend(times);
+            } else {
+                let mut own = None;
+                let client = match clients.get_mut(position).and_then(Option::as_mut) {
+                    Some(client) => client,
+                    None => own.insert(lineup.server(kind_of(who))?.client()?),
+                };
+                for _ in 0..turn {
+                    let begun = Instant::now();
+                    let size = client.call(command)?;
+                    samples[who.index()].push(micros(begun.elapsed()));
+                    if who == Who::Proxy {
+                        bytes = size;
+                    }
+                }
+            }
+            lineup.release();
+        }
+        left -= turn;
+    }
+    Ok(bytes)
+}
+
+/// Connects `count` negotiated clients.
+fn connect_many(server: &Server, count: usize) -> Result<Vec<Client>, String> {
+    (0..count).map(|_| server.client()).collect()
+}
+
+/// Calls/s with `clients` concurrent clients for `window`.
+fn rate(lineup: &mut Lineup, who: Who, clients: usize, window: Duration) -> Result<f64, String> {
+    if who == Who::Floor {
+        return lineup.floor()?.rate(clients, window, FLOOR_STATUS);
+    }
+    let connected = connect_many(lineup.server(kind_of(who))?, clients)?;
+    let (calls, elapsed) = drive(connected, window, None)?;
+    Ok(calls as f64 / elapsed.as_secs_f64())
+}
+
+/// Runs every client in its own thread, calling query-status until its
+/// window ends or, when `budget` is set, until the clients together have
+/// made that many calls; returns the calls made and the time from the
+/// common start to the last client's end.
+fn drive(
+    clients: Vec<Client>,
+    window: Duration,
+    budget: Option<usize>,
+) -> Result<(usize, Duration), String> {
+    let barrier = Barrier::new(clients.len() + 1);
+    let remaining = budget.map(std::sync::atomic::AtomicUsize::new);
+    let failure = Mutex::new(None);
+    let mut calls = 0;
+    let mut last_end = Instant::now();
+    let mut begun = last_end;
+    thread::scope(|scope| {
+        let workers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                let (barrier, remaining, failure) = (&barrier, &remaining, &failure);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let deadline = Instant::now() + window;
+                    let mut done = 0;
+                    loop {
+                        if let Some(remaining) = remaining {
+                            let claimed = remaining.fetch_update(
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                                |left| left.checked_sub(1),
+                            );
+                            if claimed.is_err() {
+                                break;
+                            }
+                        } else if Instant::now() >= deadline {
+                            break;
+                        }
+                        if let Err(e) = client.call(QUERY_STATUS) {
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            break;
+                        }
+                        done += 1;
+                    }
+                    (done, Instant::now())
+                })
+            })
+            .collect();
+        begun = Instant::now();
+        barrier.wait();
+        for worker in workers {
+            if let Ok((done, end)) = worker.join() {
+                calls += done;
+                last_end = last_end.max(end);
+            }
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok((calls, last_end.saturating_duration_since(begun)))
+}
+
+/// Figure 6: exec to accepting for (b) and (c), open + lookup +
+/// query-version for (a), each in a fresh process, interleaved.
+fn startup(bed: &Bed, plan: &Plan, results: &mut Results) -> Result<(), String> {
+    for run in 0..plan.startup_runs {
+        let mut order = Who::ALL;
+        order.rotate_left(run % 3);
+        for who in order {
+            match who {
+                Who::Floor => {
+                    let (inside, whole) =
+                        floor::startup(&bed.uri, &bed.domain, &bed.path("floor-startup", "log"))?;
+                    results.startup[0].push(inside / 1e3);
+                    results.startup_floor_exec.push(whole / 1e3);
+                }
+                _ if original_usable(bed, who) => {
+                    let (mut server, took) = bed.start_server(kind_of(who))?;
+                    server.stop();
+                    results.startup[who.index()].push(took.as_secs_f64() * 1e3);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a server to settle after clients leave, then reads its memory.
+fn settled_private(server: &Server) -> Result<u64, String> {
+    thread::sleep(Duration::from_millis(500));
+    stats::private_bytes(server.pid())
+}
+
+/// Figure 5 and the thread counts of figure 7, each on a fresh server.
+fn memory(bed: &Bed, plan: &Plan, results: &mut Results) -> Result<(), String> {
+    let (server, _) = bed.start_server(Kind::Proxy)?;
+    let memory = &mut results.memory;
+    memory.proxy_idle = Some(settled_private(&server)?);
+    memory.proxy_threads_idle = Some(stats::threads(server.pid())?);
+    {
+        let mut clients = connect_many(&server, plan.memory_clients)?;
+        for client in &mut clients {
+            client.call(QUERY_STATUS)?;
+        }
+        memory.proxy_clients = Some(settled_private(&server)?);
+        memory.proxy_threads_clients = Some(stats::threads(server.pid())?);
+    }
+    // Traffic in batches of 16 clients that come and go, with a reading
+    // at the checkpoint and at the end, each with no client connected. A
+    // time cap keeps a very loaded machine within the run's budget; the
+    // table then gives the count reached.
+    let batch_clients = 16;
+    let batch_calls = 2000;
+    let traffic = Instant::now();
+    let mut done = 0;
+    for target in [plan.memory_checkpoint, plan.memory_commands] {
+        while done < target && traffic.elapsed() < plan.memory_time_cap {
+            let clients = connect_many(&server, batch_clients)?;
+            let (calls, _) = drive(
+                clients,
+                Duration::ZERO,
+                Some(batch_calls.min(target - done)),
+            )?;
+            done += calls;
+        }
+        let reading = Some((settled_private(&server)?, done));
+        if target == plan.memory_checkpoint {
+            memory.proxy_checkpoint = reading;
+        } else {
+            memory.proxy_after = reading;
+        }
+        progress(&format!(
+            "proxy: {done} commands in {:.0} s",
+            traffic.elapsed().as_secs_f64()
+        ));
+    }
+    drop(server);
+
+    if bed.original.is_some() {
+        let (server, _) = bed.start_server(Kind::Original)?;
+        memory.original_idle = Some(settled_private(&server)?);
+        memory.original_threads = Some(stats::threads(server.pid())?);
+        let traffic = Instant::now();
+        let mut done = 0;
+        while done < plan.original_commands && traffic.elapsed() < plan.memory_time_cap / 4 {
+            // One client at a time is all it serves.
+            let clients = connect_many(&server, 1)?;
+            let count = batch_calls.min(plan.original_commands - done);
+            let (calls, _) = drive(clients, Duration::ZERO, Some(count))?;
+            done += calls;
+        }
+        memory.original_after = Some((settled_private(&server)?, done));
+    }
+    Ok(())
+}
+
+/// The size of the release binary and of what ldd lists for it.
+pub struct Binary {
+    pub bytes: u64,
+    pub libraries: Vec<(String, u64)>,
+}
+
+pub fn binary(path: &Path) -> Result<Binary, String> {
+    let bytes = fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    let output = std::process::Command::new("ldd")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run ldd: {e}"))?;
+    let mut libraries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let line = line.trim();
+        let (name, target) = match line.split_once(" => ") {
+            Some((name, rest)) => (name, rest.split(" (").next().unwrap_or_default()),
+            None => (
+                line.split(" (").next().unwrap_or_default(),
+                line.split(" (").next().unwrap_or_default(),
+            ),
+        };
+        if name.starts_with("linux-vdso") || target.is_empty() {
+            continue;
+        }
+        let size = fs::metadata(target).map(|m| m.len()).unwrap_or(0);
+        libraries.push((name.to_owned(), size));
+    }
+    Ok(Binary { bytes, libraries })
+}

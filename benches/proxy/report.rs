@@ -1,0 +1,605 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The Markdown report: the machine and set-up, one table row per figure
+//! with (a), (b) and (c) side by side, each goal and whether it was met,
+//! and a closing line listing the goals missed. Every number comes from
+//! the run; where a subject cannot do a measurement the cell says why.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::time::Duration;
+
+use crate::client::Delivery;
+use crate::floor::Info;
+use crate::stats::{median, percentile};
+use crate::{binary, Bed, Mode, Plan, Results, Who};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const ONE_CLIENT: &str = "n/a: serves one client at a time";
+const NO_FANOUT: &str = "n/a: no socket, no clients";
+
+/// A goal and whether it was met (None: could not be judged).
+struct Goal {
+    text: String,
+    met: Option<bool>,
+}
+
+struct Row {
+    figure: u32,
+    what: String,
+    cells: [String; 3],
+    goal: Option<Goal>,
+}
+
+pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Duration) -> String {
+    let mut rows = Vec::new();
+    let unavailable = |figure: u32, who: Who| -> String {
+        results
+            .skipped
+            .iter()
+            .find(|(f, w, _)| *f == figure && *w == who)
+            .map(|(_, _, why)| format!("n/a: {why}"))
+            .unwrap_or_else(|| "not run".to_owned())
+    };
+    let cell = |figure: u32, who: Who, value: Option<String>| {
+        value.unwrap_or_else(|| unavailable(figure, who))
+    };
+
+    // 1. Sequential round trip.
+    if plan.figures.contains(&1) {
+        let medians = results.seq.each_ref().map(|s| nonempty(s).map(median));
+        let p99s = results
+            .seq
+            .each_ref()
+            .map(|s| nonempty(s).map(|s| percentile(s, 99.0)));
+        let ratio = ratio_of(medians[1], medians[0]);
+        rows.push(Row {
+            figure: 1,
+            what: format!(
+                "query-status, 1 client, {} calls in a row: median µs",
+                results.seq[1].len()
+            ),
+            cells: Who::ALL.map(|who| {
+                cell(
+                    1,
+                    who,
+                    medians[who.index()].map(|m| with_ratio(format!("{m:.0}"), m, medians[0], who)),
+                )
+            }),
+            goal: Some(Goal {
+                text: "(b)/(a) ≤ 1.05".into(),
+                met: ratio.map(|r| r <= 1.05),
+            }),
+        });
+        rows.push(Row {
+            figure: 1,
+            what: "the same: p99 µs".into(),
+            cells: Who::ALL.map(|who| cell(1, who, p99s[who.index()].map(|p| format!("{p:.0}")))),
+            goal: None,
+        });
+    }
+
+    // 2. Aggregate rate. Ratios are taken round by round against the
+    // floor's single caller of the same round, then their median.
+    if plan.figures.contains(&2) {
+        let single: &[f64] = results
+            .rates
+            .iter()
+            .find(|(n, _)| *n == 1)
+            .map_or(&[], |(_, rates)| rates[0].as_slice());
+        let paired = |rates: &[f64]| -> Option<f64> {
+            let ratios: Vec<f64> = rates.iter().zip(single).map(|(r, a)| r / a).collect();
+            nonempty(&ratios).map(median)
+        };
+        for (clients, rates) in &results.rates {
+            let cells = Who::ALL.map(|who| {
+                let mine = &rates[who.index()];
+                match nonempty(mine).map(median) {
+                    Some(rate) => format!("{rate:.0} (×{:.2})", paired(mine).unwrap_or(f64::NAN)),
+                    None if who == Who::Original && *clients > 1 && bed.original.is_some() => {
+                        ONE_CLIENT.to_owned()
+                    }
+                    None => unavailable(2, who),
+                }
+            });
+            let goal = (*clients >= 16).then(|| Goal {
+                text: "(b) ≥ 0.95 × (a) with 1 caller".into(),
+                met: paired(&rates[1]).map(|r| r >= 0.95),
+            });
+            let what = if *clients == 1 {
+                "query-status, 1 client: calls/s (× (a) with 1 caller, same round)".to_owned()
+            } else {
+                format!(
+                    "query-status, {clients} clients at once: calls/s (× (a) with 1 caller, same round); (a): {clients} threads on one connection"
+                )
+            };
+            rows.push(Row {
+                figure: 2,
+                what,
+                cells,
+                goal,
+            });
+        }
+    }
+
+    // 3. A large reply.
+    if plan.figures.contains(&3) {
+        let medians = results
+            .schema
+            .each_ref()
+            .map(|s| nonempty(s).map(|s| median(s) / 1e3));
+        rows.push(Row {
+            figure: 3,
+            what: format!(
+                "query-qmp-schema ({} KB reply from (b)), {} calls: median ms",
+                results.schema_bytes / 1000,
+                results.schema[1].len()
+            ),
+            cells: Who::ALL.map(|who| {
+                cell(
+                    3,
+                    who,
+                    medians[who.index()].map(|m| with_ratio(format!("{m:.1}"), m, medians[0], who)),
+                )
+            }),
+            goal: Some(Goal {
+                text: "(b)/(a) ≤ 1.10".into(),
+                met: ratio_of(medians[1], medians[0]).map(|r| r <= 1.10),
+            }),
+        });
+    }
+
+    // 4. Event fan-out.
+    if plan.figures.contains(&4) {
+        for clients in [1, plan.fanout_clients] {
+            let find = |who: Who| {
+                results
+                    .fanout
+                    .iter()
+                    .find(|(w, n, d)| *w == who && *n == clients && !d.is_empty())
+                    .map(|(_, _, d)| d.as_slice())
+            };
+            let fanout_cell = |who: Who, value: &dyn Fn(&[Delivery]) -> String| match who {
+                Who::Floor => NO_FANOUT.to_owned(),
+                Who::Original if clients > 1 && bed.original.is_some() => ONE_CLIENT.to_owned(),
+                _ => find(who).map(value).unwrap_or_else(|| unavailable(4, who)),
+            };
+            let spread = |d: &[Delivery]| {
+                let s: Vec<f64> = d.iter().map(|d| d.spread).collect();
+                format!("{:.0} / {:.0}", percentile(&s, 50.0), percentile(&s, 99.0))
+            };
+            let latency = |d: &[Delivery]| {
+                let s: Vec<f64> = d.iter().map(|d| d.latency / 1e3).collect();
+                format!("{:.2} / {:.2}", percentile(&s, 50.0), percentile(&s, 99.0))
+            };
+            let count = find(Who::Proxy).map_or(0, <[Delivery]>::len);
+            let plural = if clients == 1 { "" } else { "s" };
+            rows.push(Row {
+                figure: 4,
+                what: format!(
+                    "STOP to {clients} negotiated client{plural} ({count} stop/cont): first-to-last client spread, p50 / p99 µs"
+                ),
+                cells: Who::ALL.map(|who| fanout_cell(who, &spread)),
+                goal: (clients > 1).then(|| Goal {
+                    text: "(b) p99 ≤ 2 ms".into(),
+                    met: find(Who::Proxy).map(|d| {
+                        let s: Vec<f64> = d.iter().map(|d| d.spread).collect();
+                        percentile(&s, 99.0) <= 2000.0
+                    }),
+                }),
+            });
+            rows.push(Row {
+                figure: 4,
+                what: "the same: `stop` sent to STOP at the last client, p50 / p99 ms".into(),
+                cells: Who::ALL.map(|who| fanout_cell(who, &latency)),
+                goal: None,
+            });
+        }
+    }
+
+    // 5. Private memory.
+    if plan.figures.contains(&5) {
+        let m = &results.memory;
+        let mib = |bytes: Option<u64>| bytes.map(|b| format!("{:.2}", b as f64 / MIB));
+        rows.push(Row {
+            figure: 5,
+            what: "private memory (Private_Clean + Private_Dirty), idle: MiB".into(),
+            cells: [
+                mib(m.floor_idle)
+                    .map(|v| format!("{v} (libvirt client alone)"))
+                    .unwrap_or_else(|| "not measured".into()),
+                cell(5, Who::Proxy, mib(m.proxy_idle)),
+                cell(5, Who::Original, mib(m.original_idle)),
+            ],
+            goal: Some(Goal {
+                text: "(b) ≤ 3 MiB".into(),
+                met: m.proxy_idle.map(|b| b as f64 <= 3.0 * MIB),
+            }),
+        });
+        rows.push(Row {
+            figure: 5,
+            what: format!(
+                "the same, {} negotiated clients connected",
+                plan.memory_clients
+            ),
+            cells: [
+                NO_FANOUT.to_owned(),
+                cell(5, Who::Proxy, mib(m.proxy_clients)),
+                if bed.original.is_some() {
+                    ONE_CLIENT.to_owned()
+                } else {
+                    unavailable(5, Who::Original)
+                },
+            ],
+            goal: Some(Goal {
+                text: "(b) ≤ 6 MiB".into(),
+                met: m.proxy_clients.map(|b| b as f64 <= 6.0 * MIB),
+            }),
+        });
+        let count = |reading: Option<(u64, usize)>| reading.map_or(0, |(_, done)| done);
+        rows.push(Row {
+            figure: 5,
+            what: format!(
+                "the same, no client, after {} commands (b: 16 clients at a time; c: 1{})",
+                thousands(count(m.proxy_checkpoint)),
+                match count(m.original_after) {
+                    done if done == count(m.proxy_checkpoint) => String::new(),
+                    done => format!(", {} commands", thousands(done)),
+                }
+            ),
+            cells: [
+                "n/a".to_owned(),
+                cell(
+                    5,
+                    Who::Proxy,
+                    mib(m.proxy_checkpoint.map(|(bytes, _)| bytes)),
+                ),
+                cell(
+                    5,
+                    Who::Original,
+                    mib(m.original_after.map(|(bytes, _)| bytes)),
+                ),
+            ],
+            goal: None,
+        });
+        let after = m.proxy_after.map(|(bytes, _)| bytes);
+        let growth = match (after, m.proxy_idle) {
+            (Some(after), Some(idle)) => Some((after as f64 - idle as f64) / MIB),
+            _ => None,
+        };
+        let since_checkpoint = match (after, m.proxy_checkpoint) {
+            (Some(after), Some((checkpoint, _))) => (after as f64 - checkpoint as f64) / MIB,
+            _ => f64::NAN,
+        };
+        let done = count(m.proxy_after);
+        let capped = if done < plan.memory_commands {
+            format!(
+                " (time cap of {} s reached before {})",
+                plan.memory_time_cap.as_secs(),
+                thousands(plan.memory_commands)
+            )
+        } else {
+            String::new()
+        };
+        rows.push(Row {
+            figure: 5,
+            what: format!(
+                "the same, after {} commands{capped} in batches of 16 clients: MiB (growth over idle; over the reading above)",
+                thousands(done)
+            ),
+            cells: [
+                "n/a".to_owned(),
+                cell(
+                    5,
+                    Who::Proxy,
+                    mib(after).map(|v| {
+                        format!(
+                            "{v} ({:+.2}; {since_checkpoint:+.2})",
+                            growth.unwrap_or(f64::NAN)
+                        )
+                    }),
+                ),
+                if bed.original.is_some() {
+                    "not run: one client at a time takes too long".to_owned()
+                } else {
+                    unavailable(5, Who::Original)
+                },
+            ],
+            goal: Some(Goal {
+                text: "(b) growth over idle ≤ 0.5 MiB".into(),
+                met: growth.map(|g| g <= 0.5),
+            }),
+        });
+    }
+
+    // 6. Start-up.
+    if plan.figures.contains(&6) {
+        let medians = results.startup.each_ref().map(|s| nonempty(s).map(median));
+        let floor_exec = nonempty(&results.startup_floor_exec).map(median);
+        rows.push(Row {
+            figure: 6,
+            what: format!(
+                "start-up, median of {} fresh processes, ms: (a) open + lookup + query-version; (b), (c) exec to greeting on the socket",
+                results.startup[1].len()
+            ),
+            cells: [
+                cell(
+                    6,
+                    Who::Floor,
+                    medians[0].map(|m| format!("{m:.1} (exec to exit {:.1})", floor_exec.unwrap_or(f64::NAN))),
+                ),
+                cell(
+                    6,
+                    Who::Proxy,
+                    medians[1].map(|m| format!("{m:.1} ((a) {:+.1})", m - medians[0].unwrap_or(f64::NAN))),
+                ),
+                cell(6, Who::Original, medians[2].map(|m| format!("{m:.1}"))),
+            ],
+            goal: Some(Goal {
+                text: "(b) ≤ (a) + 20 ms".into(),
+                met: match (medians[1], medians[0]) {
+                    (Some(b), Some(a)) => Some(b <= a + 20.0),
+                    _ => None,
+                },
+            }),
+        });
+    }
+
+    // 7. Footprint.
+    if plan.figures.contains(&7) {
+        let proxy = match binary(std::path::Path::new(&bed.proxy.argv[0])) {
+            Ok(b) => {
+                let total: u64 = b.libraries.iter().map(|(_, size)| size).sum();
+                format!(
+                    "{:.2} MiB; {} shared libraries (ldd), {:.1} MiB",
+                    b.bytes as f64 / MIB,
+                    b.libraries.len(),
+                    total as f64 / MIB
+                )
+            }
+            Err(e) => format!("unknown: {e}"),
+        };
+        let original = match &bed.original {
+            Some(program) => {
+                let script = fs::metadata(&program.argv[1]).map(|m| m.len()).unwrap_or(0);
+                let python = fs::metadata(&program.argv[0]).map(|m| m.len()).unwrap_or(0);
+                format!(
+                    "{:.0} KB script, run by {} ({:.1} MiB) with python3-libvirt",
+                    script as f64 / 1e3,
+                    program.argv[0],
+                    python as f64 / MIB
+                )
+            }
+            None => unavailable(7, Who::Original),
+        };
+        rows.push(Row {
+            figure: 7,
+            what: "release binary; its shared libraries".into(),
+            cells: ["n/a (part of the bench)".into(), proxy, original],
+            goal: None,
+        });
+        let m = &results.memory;
+        let per_client = match (m.proxy_threads_clients, m.proxy_threads_idle) {
+            (Some(with), Some(idle)) => Some(format!(
+                "{:.2} per client ({idle} idle, {with} with {} clients)",
+                (with as f64 - idle as f64) / plan.memory_clients as f64,
+                plan.memory_clients
+            )),
+            _ => None,
+        };
+        rows.push(Row {
+            figure: 7,
+            what: "threads".into(),
+            cells: [
+                "n/a".into(),
+                cell(7, Who::Proxy, per_client),
+                cell(
+                    7,
+                    Who::Original,
+                    m.original_threads
+                        .map(|t| format!("{t} in all; one client at a time")),
+                ),
+            ],
+            goal: None,
+        });
+    }
+
+    let mut out = String::new();
+    header(&mut out, bed, plan, info, took, &results.load);
+    let _ = writeln!(
+        out,
+        "| # | measurement | (a) floor | (b) this proxy | (c) original | goal | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for row in &rows {
+        let (goal, met) = match &row.goal {
+            Some(goal) => (
+                goal.text.clone(),
+                match goal.met {
+                    Some(true) => "yes".to_owned(),
+                    Some(false) => "**NO**".to_owned(),
+                    None => "not measured".to_owned(),
+                },
+            ),
+            None => (String::new(), String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.figure, row.what, row.cells[0], row.cells[1], row.cells[2], goal, met
+        );
+    }
+    let goals: Vec<&Row> = rows.iter().filter(|row| row.goal.is_some()).collect();
+    let met = goals
+        .iter()
+        .filter(|row| row.goal.as_ref().and_then(|g| g.met) == Some(true))
+        .count();
+    let _ = writeln!(out);
+    let _ = write!(out, "Goals met: {met} of {}.", goals.len());
+    let missed: Vec<String> = goals
+        .iter()
+        .filter(|row| row.goal.as_ref().and_then(|g| g.met) != Some(true))
+        .map(|row| {
+            format!(
+                "{} ({})",
+                row.figure,
+                row.goal.as_ref().map_or("", |g| g.text.as_str())
+            )
+        })
+        .collect();
+    if !missed.is_empty() {
+        let _ = write!(out, " Missed or not measured: {}.", missed.join("; "));
+    }
+    let _ = writeln!(out);
+    out
+}
+
+fn header(
+    out: &mut String,
+    bed: &Bed,
+    plan: &Plan,
+    info: &Info,
+    took: Duration,
+    load: &(String, String),
+) {
+    let _ = writeln!(out, "## virt-qemu-qmp-proxy benchmark\n");
+    let _ = writeln!(out, "- date: {}", crate::stats::utc_now());
+    let _ = writeln!(
+        out,
+        "- machine: {}; 1-minute load average {} at the start, {} at the end",
+        machine(),
+        load.0,
+        load.1
+    );
+    let _ = writeln!(
+        out,
+        "- libvirt {} (daemon side {}), QEMU {} ({}; libvirt reports {})",
+        info.library, info.daemon, info.qemu, info.qemu_package, info.hypervisor
+    );
+    let connection = match bed.mode {
+        Mode::System => format!(
+            "qemu:///system, from a private libvirtd that the bench started ({})",
+            info.uri
+        ),
+        Mode::Embed => format!(
+            "qemu:///embed, the embedded driver (no daemon; each subject holds the guest's root in turn): {}",
+            info.uri
+        ),
+    };
+    let _ = writeln!(out, "- libvirt connection: {connection}");
+    for note in &bed.notes {
+        let _ = writeln!(out, "- note: {note}");
+    }
+    let _ = writeln!(
+        out,
+        "- guest: '{}', 1 vCPU, 64 MiB, plain emulation (TCG), idle",
+        bed.domain
+    );
+    let _ = writeln!(
+        out,
+        "- (a) floor: virDomainQemuMonitorCommand called in-process by benches/proxy, with libvirt's event loop registered as the proxy does"
+    );
+    let _ = writeln!(
+        out,
+        "- (b) this proxy: {} {}, driven over its socket by benches/proxy (one thread and one connection per client)",
+        bed.proxy.argv[0],
+        proxy_version(&bed.proxy.argv[0])
+    );
+    match (&bed.original, &bed.original_missing) {
+        (Some(program), _) => {
+            let _ = writeln!(
+                out,
+                "- (c) original: {} run by {}, driven like (b)",
+                program.argv[1], program.argv[0]
+            );
+        }
+        (None, why) => {
+            let _ = writeln!(
+                out,
+                "- (c) original: cannot run: {}",
+                why.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "- method: {} rounds; in each, figures 1 to 4 run (a), (b) and (c) in turn, a different one first each round \
+         ({}); figures 1, 3 and 4 pool every sample; figure 2 runs {} ms windows and takes medians over the rounds, \
+         its ratios paired with (a)'s single caller of the same round; figures 5 to 7 use fresh processes after \
+         the rounds; the whole run took {:.0} s",
+        plan.rounds,
+        match bed.mode {
+            Mode::System => format!(
+                "figure 1 in turns of {} calls, figure 3 of 1 call",
+                plan.seq_block
+            ),
+            Mode::Embed => "one turn per subject and figure: a turn restarts a process".to_owned(),
+        },
+        plan.rate_window.as_millis(),
+        took.as_secs_f64()
+    );
+    let _ = writeln!(out, "- ratios (×) are to (a); µs = microseconds\n");
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name")
+                .and_then(|rest| rest.split_once(':'))
+        })
+        .map_or("unknown CPU", |(_, model)| model.trim())
+        .to_owned();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(String::new, |kib| {
+            format!(", {:.0} GiB", kib / 1024.0 / 1024.0)
+        });
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({model}){memory}, Linux {}", kernel.trim())
+}
+
+fn proxy_version(program: &str) -> String {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|text| text.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn nonempty(samples: &[f64]) -> Option<&[f64]> {
+    (!samples.is_empty()).then_some(samples)
+}
+
+fn ratio_of(value: Option<f64>, base: Option<f64>) -> Option<f64> {
+    match (value, base) {
+        (Some(value), Some(base)) if base > 0.0 => Some(value / base),
+        _ => None,
+    }
+}
+
+/// `text` followed by its ratio to the floor, except for the floor itself.
+fn with_ratio(text: String, value: f64, floor: Option<f64>, who: Who) -> String {
+    match ratio_of(Some(value), floor) {
+        Some(ratio) if who != Who::Floor => format!("{text} (×{ratio:.2})"),
+        _ => text,
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -9,6 +9,12 @@ use super::stream::Parsed;
 use super::value::{dismantle, Dict, Value};
 use super::writer::{quote_compact, quote_qemu, write_compact, write_qemu};
 
+/// libvirt's JSON generator (yajl) refuses text nested 128 deep or more, and
+/// libvirt puts the arguments into `{"execute":..,"arguments":..,"id":..}`:
+/// the arguments object may be at most 126 deep. No command's arguments are
+/// that deep, so QEMU's answer does not depend on what is cut off.
+const LIBVIRT_ARGUMENT_LEVELS: usize = 126;
+
 const GENERIC_ERROR: &str = "GenericError";
 const COMMAND_NOT_FOUND: &str = "CommandNotFound";
 
@@ -256,7 +262,8 @@ fn write_compact_dict(out: &mut String, dict: &Dict) {
         }
         quote_compact(out, name);
         out.push(':');
-        write_compact(out, value);
+        // The member's value starts at level 2.
+        write_compact(out, value, LIBVIRT_ARGUMENT_LEVELS - 1);
     }
     out.push('}');
 }
@@ -478,6 +485,34 @@ mod tests {
         let command = command_of(run(&mut session, r#"{"execute":"query-status"}"#).remove(0));
         assert_eq!(command.json, r#"{"execute":"query-status"}"#);
         assert_eq!(command.id, None);
+    }
+
+    #[test]
+    fn arguments_are_cut_to_the_depth_libvirt_accepts() {
+        let depth = |text: &str| {
+            text.bytes()
+                .scan(0usize, |level, byte| {
+                    match byte {
+                        b'[' | b'{' => *level += 1,
+                        b']' | b'}' => *level -= 1,
+                        _ => {}
+                    }
+                    Some(*level)
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let mut session = negotiated();
+        for lists in [124, 125, 126, 1021] {
+            let input = format!(
+                r#"{{"execute":"nope","arguments":{{"x":{}{}}}}}"#,
+                "[".repeat(lists),
+                "]".repeat(lists)
+            );
+            let command = command_of(run(&mut session, &input).remove(0));
+            // libvirt's yajl generator accepts at most 127 levels.
+            assert_eq!(depth(&command.json), (lists + 2).min(127), "{lists} lists");
+        }
     }
 
     #[test]

@@ -21,20 +21,22 @@ enum Style {
 /// QEMU's text for `value` (`qobject_to_json`).
 pub fn to_text(value: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, value, Style::Qemu);
+    write_value(&mut out, value, Style::Qemu, usize::MAX);
     out
 }
 
 /// Appends QEMU's text for `value`.
 pub(crate) fn write_qemu(out: &mut String, value: &Value) {
-    write_value(out, value, Style::Qemu);
+    write_value(out, value, Style::Qemu, usize::MAX);
 }
 
 /// Compact JSON for libvirt: members in insertion order, strings as raw UTF-8
 /// with only the escapes JSON requires, numbers that QEMU parses back to the
 /// same QNum (integers stay integers, doubles keep a `.` or an exponent).
-pub(crate) fn write_compact(out: &mut String, value: &Value) {
-    write_value(out, value, Style::Compact);
+/// A container at nesting level `levels` (`value` itself is level 1) is
+/// written empty, so that the text is at most `levels` deep.
+pub(crate) fn write_compact(out: &mut String, value: &Value, levels: usize) {
+    write_value(out, value, Style::Compact, levels);
 }
 
 /// A container being printed.
@@ -51,7 +53,7 @@ enum Frame<'a> {
     },
 }
 
-fn write_value(out: &mut String, root: &Value, style: Style) {
+fn write_value(out: &mut String, root: &Value, style: Style, levels: usize) {
     let (separator, name_separator) = match style {
         Style::Qemu => (", ", ": "),
         Style::Compact => (",", ":"),
@@ -60,7 +62,10 @@ fn write_value(out: &mut String, root: &Value, style: Style) {
     let mut pending = Some(root);
     loop {
         if let Some(value) = pending.take() {
+            let full = stack.len() + 1 >= levels;
             match value {
+                Value::List(_) if full => out.push_str("[]"),
+                Value::Dict(_) if full => out.push_str("{}"),
                 Value::List(items) => {
                     out.push('[');
                     stack.push(Frame::List {
@@ -297,7 +302,7 @@ mod tests {
 
     fn compact(value: &Value) -> String {
         let mut out = String::new();
-        write_compact(&mut out, value);
+        write_compact(&mut out, value, usize::MAX);
         out
     }
 

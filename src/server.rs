@@ -120,7 +120,8 @@ pub fn run(config: &Config) -> Result<()> {
 
 /// Serves up to `max_clients` clients at once on `listener` until
 /// `notices` says to stop, then closes every client (after giving each up
-/// to `DRAIN_TIME` to receive what is queued for it) and joins every thread.
+/// to `DRAIN_TIME` to receive what is queued for it) and waits for the
+/// client threads to end.
 /// Connections beyond `max_clients` wait in the listen backlog, as a second
 /// client of QEMU's own server does.
 pub fn serve(

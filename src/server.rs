@@ -27,6 +27,10 @@ use crate::output::{Delivery, Output};
 use crate::socket::Socket;
 use crate::{ffi, qmp};
 
+/// Least time between two returns of freed memory to the system while
+/// clients come and go.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long clients get to receive what is queued for them at shutdown.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
@@ -330,6 +334,8 @@ struct Registry {
     clients: Mutex<HashMap<u64, Entry>>,
     /// Signalled when a client leaves, and at shutdown.
     room: Condvar,
+    /// When memory was last given back to the system.
+    trimmed: Mutex<Option<Instant>>,
 }
 
 struct Entry {
@@ -346,13 +352,18 @@ impl Registry {
         self.lock().insert(client, Entry { output, negotiated });
     }
 
+    /// Forgets a client that has gone, and gives the memory it freed back
+    /// to the system: always when the last client leaves, else at most once
+    /// a second (a proxy that always has a client must trim too).
     fn remove(&self, client: u64) {
         let mut clients = self.lock();
         clients.remove(&client);
         let last = clients.is_empty();
         drop(clients);
         self.room.notify_one();
-        if last {
+        let mut trimmed = self.trimmed.lock().unwrap_or_else(PoisonError::into_inner);
+        if last || trimmed.is_none_or(|at| at.elapsed() >= TRIM_INTERVAL) {
+            *trimmed = Some(Instant::now());
             ffi::release_free_memory();
         }
     }

@@ -46,12 +46,25 @@ lint:
 demo:
 	bash scripts/demo
 
+# make fuzz       a longer differential fuzzing run against QEMU (scripts/fuzz):
+#                 SEED (default random), N (streams, default 20000), FIRST
+fuzz:
+	SEED="$(SEED)" N="$(N)" FIRST="$(FIRST)" bash scripts/fuzz
+
 bench:
 	@if [ -f scripts/bench ]; then \
 		echo "bash scripts/bench"; bash scripts/bench; \
 	else \
 		echo "no benchmarks yet: scripts/bench does not exist" >&2; exit 1; \
 	fi
+
+# make soak       the full soak (tests/soak.rs, release build): 64 clients of 5000
+#                 commands each, 7-9 min; QMP_SOAK_CLIENTS, QMP_SOAK_COMMANDS,
+#                 QMP_SOAK_SEED... change it (make check runs a short one)
+soak:
+	bash scripts/testbed-setup
+	QMP_SOAK_CLIENTS=$${QMP_SOAK_CLIENTS:-64} QMP_SOAK_COMMANDS=$${QMP_SOAK_COMMANDS:-5000} \
+		$(CARGO) test $(CARGOFLAGS) --release --test soak -- --include-ignored --nocapture
 
 install:
 	@test -f $(BIN) || { echo "$(BIN) is missing: run 'make' first" >&2; exit 1; }
@@ -64,4 +77,4 @@ uninstall:
 clean:
 	$(CARGO) clean
 
-.PHONY: all check lint demo bench install uninstall clean
+.PHONY: all check lint demo fuzz bench soak install uninstall clean

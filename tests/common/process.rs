@@ -94,3 +94,47 @@ pub fn wait_counts(pid: i32, threads: usize, descriptors: usize, timeout: Durati
     });
     last
 }
+
+/// Private memory of process `pid` in KiB, split into anonymous mappings
+/// (heap, stacks: what the process allocated) and file mappings (code and
+/// data of the binary and libraries; their clean pages turn private when
+/// the last other process mapping the same file exits).
+pub fn private_memory_split_kib(pid: i32) -> (u64, u64) {
+    let path = format!("/proc/{pid}/smaps");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let (mut anonymous, mut file) = (0, 0);
+    let mut in_file = false;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // address perms offset device inode [path]
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            in_file = path.starts_with('/');
+        } else if first == "Private_Clean:" || first == "Private_Dirty:" {
+            let kib: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            if in_file {
+                file += kib;
+            } else {
+                anonymous += kib;
+            }
+        }
+    }
+    (anonymous, file)
+}
+
+/// The usage of process `pid` at its quietest over `period`: the sample
+/// with the fewest threads and descriptors (e.g. once the probe connection
+/// of `Proxy::start` has ended).
+pub fn quiet_usage(pid: i32, period: Duration) -> Usage {
+    let deadline = std::time::Instant::now() + period;
+    let mut quietest = Usage::of(pid);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = Usage::of(pid);
+        if now.threads + now.descriptors < quietest.threads + quietest.descriptors {
+            quietest = now;
+        }
+    }
+    quietest
+}

@@ -46,8 +46,8 @@ pub const CONNECTION_LOST: &str = "the libvirt connection was lost and is being 
 
 /// How long a daemon may stay silent before the connection counts as
 /// lost: keepalive probes every 2 s, 3 unanswered ones end it.
-const KEEPALIVE_INTERVAL: i32 = 2;
-const KEEPALIVE_COUNT: u32 = 3;
+pub const KEEPALIVE_INTERVAL: i32 = 2;
+pub const KEEPALIVE_COUNT: u32 = 3;
 
 /// First and longest pause between reconnection attempts.
 const FIRST_RETRY: Duration = Duration::from_millis(100);

@@ -32,6 +32,7 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 
 use crate::server::{die_with_parent, stop_child};
+use virt_qemu_qmp_proxy::libvirt::{KEEPALIVE_COUNT, KEEPALIVE_INTERVAL};
 
 const QUERY_VERSION: &str = r#"{"execute":"query-version"}"#;
 
@@ -108,6 +109,11 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
 fn open(uri: &str, name: &str) -> Result<(Connect, Domain), String> {
     let connection =
         Connect::open(Some(uri)).map_err(|e| format!("cannot open {uri}: {}", e.message()))?;
+    // The proxy's connection settings: keepalive where the driver has it
+    // (not the embedded one), as virsh also turns it on by default. libvirt
+    // 9.0 re-arms the keepalive timer on every message it receives, which
+    // wakes the event loop thread: a cost of libvirt's, not of the proxy.
+    let _ = connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
     let domain = connection
         .lookup_domain_by_name(name)
         .map_err(|e| format!("cannot find domain '{name}': {}", e.message()))?;

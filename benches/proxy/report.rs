@@ -496,7 +496,7 @@ fn header(
     );
     let _ = writeln!(
         out,
-        "- (a) floor: virDomainQemuMonitorCommand called in-process by benches/proxy, with libvirt's event loop registered as the proxy does"
+        "- (a) floor: virDomainQemuMonitorCommand called in-process by benches/proxy, with libvirt's event loop registered and keepalive on, as the proxy does"
     );
     let _ = writeln!(
         out,

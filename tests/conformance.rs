@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Guest, Proxy};
+use common::{corpus_lines, Guest, Proxy};
 use serde_json::Value;
 
 const NEGOTIATE: &[u8] = br#"{"execute": "qmp_capabilities"}"#;
@@ -97,19 +97,6 @@ fn read_line(stream: &mut UnixStream, mut buffer: Vec<u8>) -> Result<(String, Ve
     }
 }
 
-/// Splits output on CRLF as the corpus records it: a trailing fragment is
-/// its own line marked `<no CRLF>`.
-fn split_lines(output: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(output);
-    let mut parts: Vec<&str> = text.split("\r\n").collect();
-    let last = parts.pop().unwrap_or_default();
-    let mut lines: Vec<String> = parts.into_iter().map(str::to_owned).collect();
-    if !last.is_empty() {
-        lines.push(format!("{last}<no CRLF>"));
-    }
-    lines
-}
-
 fn run_case(socket: &Path, case: &Value) -> Result<Vec<String>, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
     let (_greeting, mut pending) = read_line(&mut stream, Vec::new())?;
@@ -134,7 +121,7 @@ fn run_case(socket: &Path, case: &Value) -> Result<Vec<String>, String> {
             .map_err(|e| e.to_string())?;
     }
     let quiet = Duration::from_millis(case["quiet_ms"].as_u64().unwrap_or(300));
-    Ok(split_lines(&read_until_quiet(&mut stream, pending, quiet)))
+    Ok(corpus_lines(&read_until_quiet(&mut stream, pending, quiet)))
 }
 
 #[test]

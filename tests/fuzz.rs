@@ -36,7 +36,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{unique_path, wait_until, Guest, Proxy, TESTBED_HINT};
+use common::{corpus_lines, unique_path, wait_until, Guest, Proxy, TESTBED_HINT};
 use generator::{Ending, Stream, END_ID, END_MARKER};
 
 const NEGOTIATE: &[u8] = br#"{"execute": "qmp_capabilities"}"#;
@@ -458,19 +458,6 @@ fn hex(bytes: &[u8]) -> String {
 /// Bytes as a readable Rust-style byte string.
 fn quote_output(bytes: &[u8]) -> String {
     format!("\"{}\"", bytes.escape_ascii())
-}
-
-/// Output lines as the corpus records them: CRLF removed, a trailing
-/// fragment marked `<no CRLF>`.
-fn corpus_lines(output: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(output);
-    let mut parts: Vec<&str> = text.split("\r\n").collect();
-    let last = parts.pop().unwrap_or_default();
-    let mut lines: Vec<String> = parts.into_iter().map(str::to_owned).collect();
-    if !last.is_empty() {
-        lines.push(format!("{last}<no CRLF>"));
-    }
-    lines
 }
 
 fn json_string(text: &str) -> String {

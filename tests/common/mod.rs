@@ -747,3 +747,16 @@ impl Client {
 pub fn killed_by(status: ExitStatus) -> Option<i32> {
     status.signal()
 }
+
+/// Output lines as the QMP corpus records them: split on CRLF, a trailing
+/// fragment without CRLF kept as its own line marked `<no CRLF>`.
+pub fn corpus_lines(output: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(output);
+    let mut parts: Vec<&str> = text.split("\r\n").collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut lines: Vec<String> = parts.into_iter().map(str::to_owned).collect();
+    if !last.is_empty() {
+        lines.push(format!("{last}<no CRLF>"));
+    }
+    lines
+}

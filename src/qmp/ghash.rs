@@ -4,7 +4,7 @@
 //! in `Parameter 'X' is unexpected` when several are left over
 //! (`qobject_input_check_struct` reports the first key its iterator yields).
 
-use super::value::Dict;
+use super::value::{for_each_modified_utf8_byte, Dict};
 
 /// `HASH_TABLE_MIN_SHIFT`: tables start with 8 slots.
 const MIN_SHIFT: u32 = 3;
@@ -27,20 +27,11 @@ fn is_real(hash: u32) -> bool {
 /// modified UTF-8 form, as QEMU stores it.
 fn str_hash(key: &str) -> u32 {
     let mut hash: u32 = 5381;
-    let mut add = |byte: u8| {
+    for_each_modified_utf8_byte(key, |byte| {
         hash = (hash << 5)
             .wrapping_add(hash)
             .wrapping_add(byte as i8 as u32)
-    };
-    for ch in key.chars() {
-        if ch == '\0' {
-            add(0xC0);
-            add(0x80);
-        } else {
-            let mut buf = [0u8; 4];
-            ch.encode_utf8(&mut buf).bytes().for_each(&mut add);
-        }
-    }
+    });
     if is_real(hash) {
         hash
     } else {

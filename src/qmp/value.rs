@@ -101,26 +101,13 @@ impl Dict {
     /// computed over the key's modified UTF-8 bytes (U+0000 is `C0 80`).
     pub fn bucket_of(key: &str) -> u32 {
         let mut length: u32 = 0;
-        for ch in key.chars() {
-            length = length.wrapping_add(modified_utf8_len(ch));
-        }
+        for_each_modified_utf8_byte(key, |_| length = length.wrapping_add(1));
         let mut value = 0x238F_13AFu32.wrapping_mul(length);
         let mut position: u32 = 0;
-        let mut add_byte = |byte: u8| {
+        for_each_modified_utf8_byte(key, |byte| {
             value = value.wrapping_add(u32::from(byte) << (position * 5 % 24));
             position += 1;
-        };
-        for ch in key.chars() {
-            if ch == '\0' {
-                add_byte(0xC0);
-                add_byte(0x80);
-            } else {
-                let mut buf = [0u8; 4];
-                for &byte in ch.encode_utf8(&mut buf).as_bytes() {
-                    add_byte(byte);
-                }
-            }
-        }
+        });
         1_103_515_243u32.wrapping_mul(value).wrapping_add(12345) % QDICT_BUCKETS
     }
 
@@ -239,11 +226,17 @@ impl Drop for Dict {
 }
 
 /// Length of `ch` in QEMU's modified UTF-8 (U+0000 takes two bytes).
-fn modified_utf8_len(ch: char) -> u32 {
-    if ch == '\0' {
-        2
-    } else {
-        ch.len_utf8() as u32
+/// Calls `f` with each byte of `key` as QEMU stores it: modified UTF-8,
+/// where U+0000 is `C0 80`.
+pub(crate) fn for_each_modified_utf8_byte(key: &str, mut f: impl FnMut(u8)) {
+    for ch in key.chars() {
+        if ch == '\0' {
+            f(0xC0);
+            f(0x80);
+        } else {
+            let mut buf = [0u8; 4];
+            ch.encode_utf8(&mut buf).bytes().for_each(&mut f);
+        }
     }
 }
 

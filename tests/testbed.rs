@@ -31,7 +31,8 @@ fn guest_runs_and_leaves_nothing_behind() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "virsh domstate failed: {}",
+        "virsh domstate failed ({}): {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.trim(), "running");

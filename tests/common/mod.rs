@@ -267,16 +267,31 @@ impl Guest {
 
     /// Runs `virsh -c URI ARGS…` (at most 60 s). It fails while a proxy holds
     /// the root ("Failed to acquire pid file").
+    ///
+    /// A virsh that dies of a signal is run again, up to three times in all:
+    /// libvirt 9.0's embedded driver can crash (a segfault in libnuma, on its
+    /// `init-NAME` thread) when virsh exits while that thread is still
+    /// re-attaching to the running guest; seen once under load.
     pub fn virsh(&self, args: &[&str]) -> Output {
-        run_with_timeout(
-            Command::new("virsh")
-                .arg("-q")
-                .arg("-c")
-                .arg(&self.uri)
-                .args(args)
-                .env("LIBVIRT_DEBUG", "error"),
-            Duration::from_secs(60),
-        )
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let out = run_with_timeout(
+                Command::new("virsh")
+                    .arg("-q")
+                    .arg("-c")
+                    .arg(&self.uri)
+                    .args(args)
+                    .env("LIBVIRT_DEBUG", "error"),
+                Duration::from_secs(60),
+            );
+            match out.status.signal() {
+                Some(signal) if tries < 3 => {
+                    eprintln!("virsh {args:?} died of signal {signal}; running it again");
+                }
+                _ => return out,
+            }
+        }
     }
 
     /// The end of the guest's QEMU log, for failure messages.

@@ -319,14 +319,7 @@ fn run_stream(socket: &Path, stream: &Stream, settle: bool) -> Result<Vec<u8>, S
     if settle && half_close {
         // The inputs are far smaller than the socket buffer: the writes do
         // not block while nothing is read.
-        for (index, chunk) in chunks.iter().enumerate() {
-            if index > 0 && !gap.is_zero() {
-                thread::sleep(gap);
-            }
-            (&connection)
-                .write_all(chunk)
-                .map_err(|e| format!("write {index} failed: {e}"))?;
-        }
+        write_chunks(&connection, &chunks, gap)?;
         reader.until_quiet(SETTLE_QUIET)?;
         connection
             .shutdown(Shutdown::Write)
@@ -335,14 +328,7 @@ fn run_stream(socket: &Path, stream: &Stream, settle: bool) -> Result<Vec<u8>, S
     }
     thread::scope(|scope| {
         let writer = scope.spawn(|| -> Result<(), String> {
-            for (index, chunk) in chunks.iter().enumerate() {
-                if index > 0 && !gap.is_zero() {
-                    thread::sleep(gap);
-                }
-                (&connection)
-                    .write_all(chunk)
-                    .map_err(|e| format!("write {index} failed: {e}"))?;
-            }
+            write_chunks(&connection, &chunks, gap)?;
             if half_close {
                 connection
                     .shutdown(Shutdown::Write)
@@ -453,6 +439,23 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{byte:02x}");
         out
     })
+}
+
+/// Writes the chunks of a stream as separate writes, `gap` apart.
+fn write_chunks(
+    mut connection: &UnixStream,
+    chunks: &[Vec<u8>],
+    gap: Duration,
+) -> Result<(), String> {
+    for (index, chunk) in chunks.iter().enumerate() {
+        if index > 0 && !gap.is_zero() {
+            thread::sleep(gap);
+        }
+        connection
+            .write_all(chunk)
+            .map_err(|e| format!("write {index} failed: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Bytes as a readable Rust-style byte string.

@@ -523,3 +523,25 @@ const fn control_words(files: usize) -> usize {
     // CMSG_SPACE is not const: header (16 bytes on Linux) plus payload, rounded up.
     (16 + files * std::mem::size_of::<c_int>()).div_ceil(8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_descriptors_are_close_on_exec() {
+        let (sender, receiver) = UnixStream::pair().unwrap();
+        let (file, _other) = UnixStream::pair().unwrap();
+        send_with_files(&sender, b"x", &[OwnedFd::from(file)]).unwrap();
+        let mut buffer = [0u8; 8];
+        let mut files = Vec::new();
+        assert_eq!(receive(&receiver, &mut buffer, &mut files).unwrap(), 1);
+        assert_eq!(files.len(), 1);
+        // SAFETY: F_GETFD on a descriptor we own.
+        let flags = unsafe { libc::fcntl(files[0].as_raw_fd(), libc::F_GETFD) };
+        assert!(
+            flags >= 0 && flags & libc::FD_CLOEXEC != 0,
+            "flags {flags:#x}"
+        );
+    }
+}

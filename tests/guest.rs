@@ -280,19 +280,49 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
 
 #[test]
 #[ignore = "needs the libvirt/QEMU test bed: run make check"]
-fn sigterm_closes_clients_removes_the_socket_and_exits_zero() {
-    let guest = Guest::start("sigterm");
-    let mut proxy = Proxy::start(guest.uri(), guest.name(), &[]);
+fn termination_signals_close_clients_remove_the_socket_and_exit_zero() {
+    let guest = Guest::start("signals");
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let mut proxy = Proxy::start(guest.uri(), guest.name(), &[]);
+        let mut client = proxy.connect_negotiated();
+        let socket = proxy.socket().to_owned();
+        proxy.signal(signal);
+        client.expect_eof(Duration::from_secs(10));
+        let status = proxy
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("the proxy exits on signal {signal}"));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "signal {signal}: {}",
+            proxy.stderr()
+        );
+        assert!(!socket.exists(), "signal {signal}: socket left behind");
+        assert!(guest.qemu_running(), "the guest must keep running");
+    }
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn verbose_mode_shows_each_message_with_client_and_direction() {
+    let guest = Guest::start("verbose");
+    let proxy = Proxy::start(guest.uri(), guest.name(), &["-v"]);
     let mut client = proxy.connect_negotiated();
-    let socket = proxy.socket().to_owned();
-    proxy.signal(libc::SIGTERM);
-    client.expect_eof(Duration::from_secs(10));
-    let status = proxy
-        .wait_exit(Duration::from_secs(10))
-        .expect("the proxy exits on SIGTERM");
-    assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
-    assert!(!socket.exists(), "socket left behind");
-    assert!(guest.qemu_running(), "the guest must keep running");
+    client.command(r#"{"execute":"query-status","id":"v1"}"#);
+    // Proxy::start's probe was client 1; this one is client 2.
+    let stderr = proxy.stderr();
+    for expected in [
+        r#"client 2 -> {"execute": "qmp_capabilities"}"#,
+        r#"client 2 <- {"return": {}}"#,
+        r#"client 2 -> {"execute": "query-status", "id": "v1"}"#,
+        r#"client 2 <- {"return": {"status": "running", "singlestep": false, "running": true}, "id": "v1"}"#,
+    ] {
+        assert!(
+            stderr.lines().any(|line| line == expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(proxy.stdout().is_empty(), "traffic goes to stderr only");
 }
 
 #[test]

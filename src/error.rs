@@ -44,6 +44,8 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// A thread could not be started.
+    Thread { name: String, source: io::Error },
     /// libvirt went away and could not be reached again in time.
     ConnectionLost {
         uri: String,
@@ -93,6 +95,7 @@ impl fmt::Display for Error {
                 write!(f, "cannot listen on '{}': {source}", path.display())
             }
             Error::Io { what, source } => write!(f, "{what}: {source}"),
+            Error::Thread { name, source } => write!(f, "cannot start thread '{name}': {source}"),
             Error::ConnectionLost { uri, timeout } => write!(
                 f,
                 "lost the libvirt connection to '{uri}' and could not reconnect within {} s",
@@ -106,7 +109,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Connect { source, .. } | Error::Libvirt { source, .. } => Some(source),
-            Error::Socket { source, .. } | Error::Io { source, .. } => Some(source),
+            Error::Socket { source, .. }
+            | Error::Io { source, .. }
+            | Error::Thread { source, .. } => Some(source),
             _ => None,
         }
     }

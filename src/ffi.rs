@@ -11,13 +11,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::mpsc::Sender;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
-
-use crate::events::Notice;
 
 /// Creates a listening UNIX socket at `path` with mode 0600 whatever the
 /// umask. The mode is set on the socket before `bind`, which creates the
@@ -102,126 +99,169 @@ pub fn stop_accepting(listener: &UnixListener) {
     unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
 }
 
-/// A QEMU monitor event registration for one domain; deregisters on drop.
-pub struct MonitorEvents {
-    connection: Connect,
-    callback_id: c_int,
+/// A QMP event of the guest, copied out of libvirt's callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorEvent {
+    pub name: String,
+    pub seconds: i64,
+    pub micros: u32,
+    /// The event's `data` member as compact JSON; None when it has none.
+    pub data: Option<String>,
 }
 
-impl MonitorEvents {
-    /// Sends every QMP event of `domain` to `notices`, from libvirt's event loop thread.
-    pub fn register(
+/// What a lifecycle event says of the domain, as far as the proxy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Started,
+    Stopped,
+    Other,
+}
+
+/// A Rust closure as a libvirt callback's opaque pointer: boxed twice, so
+/// that the pointer is thin; freed only by `free_callback::<T>`.
+type Callback<T> = Box<dyn Fn(T) + Send>;
+
+/// Leaks `callback` into an opaque pointer for libvirt.
+fn into_opaque<T>(callback: Callback<T>) -> *mut c_void {
+    Box::into_raw(Box::new(callback)) as *mut c_void
+}
+
+/// Runs the closure behind `opaque` with `value`. Unwinding into C is
+/// undefined, so a panic is contained here.
+///
+/// # Safety
+/// `opaque` must come from `into_opaque::<T>` and not be freed yet.
+unsafe fn call_back<T>(opaque: *mut c_void, value: T) {
+    let callback = &*(opaque as *const Callback<T>);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(value)));
+}
+
+unsafe extern "C" fn free_callback<T>(opaque: *mut c_void) {
+    // SAFETY: libvirt calls this once, when the registration ends, with the
+    // pointer that `into_opaque::<T>` made.
+    drop(unsafe { Box::from_raw(opaque as *mut Callback<T>) });
+}
+
+/// Registers a callback with `register`, which gets the opaque pointer and
+/// its free function and returns libvirt's status; on failure the callback
+/// is freed here, since libvirt did not keep it.
+fn register_callback<T>(
+    callback: Callback<T>,
+    register: impl FnOnce(*mut c_void, sys::virFreeCallback) -> c_int,
+) -> Result<c_int, virt::error::Error> {
+    let opaque = into_opaque(callback);
+    let status = register(opaque, Some(free_callback::<T>));
+    if status < 0 {
+        // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
+        unsafe { free_callback::<T>(opaque) };
+        return Err(virt::error::Error::last_error());
+    }
+    Ok(status)
+}
+
+/// The two kinds of domain event registration, which deregister differently.
+enum EventKind {
+    Monitor,
+    Lifecycle,
+}
+
+/// A domain event registration; deregistered on drop, which frees its callback.
+pub struct EventRegistration {
+    connection: Connect,
+    callback_id: c_int,
+    kind: EventKind,
+}
+
+impl EventRegistration {
+    /// Calls `on_event` with every QMP event of `domain`, on libvirt's event
+    /// loop thread: it must not block nor take a lock a libvirt caller holds.
+    pub fn monitor(
         connection: &Connect,
         domain: &Domain,
-        notices: Sender<Notice>,
-    ) -> Result<MonitorEvents, virt::error::Error> {
-        let opaque = Box::into_raw(Box::new(notices)) as *mut c_void;
-        // SAFETY: the pointers come from live wrappers; `opaque` is a leaked
-        // Box<Sender<Notice>> that libvirt hands to `on_monitor_event` and,
-        // once registered, frees exactly once through `free_sender`.
-        let callback_id = unsafe {
-            sys::virConnectDomainQemuMonitorEventRegister(
-                connection.as_ptr(),
-                domain.as_ptr(),
-                std::ptr::null(),
-                Some(on_monitor_event),
-                opaque,
-                Some(free_sender),
-                0,
-            )
-        };
-        if callback_id < 0 {
-            // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
-            unsafe { free_sender(opaque) };
-            return Err(virt::error::Error::last_error());
-        }
-        Ok(MonitorEvents {
+        on_event: Callback<MonitorEvent>,
+    ) -> Result<EventRegistration, virt::error::Error> {
+        let callback_id = register_callback(on_event, |opaque, free| {
+            // SAFETY: the pointers come from live wrappers; libvirt hands
+            // `opaque` to `on_monitor_event` and frees it through `free`.
+            unsafe {
+                sys::virConnectDomainQemuMonitorEventRegister(
+                    connection.as_ptr(),
+                    domain.as_ptr(),
+                    std::ptr::null(),
+                    Some(on_monitor_event),
+                    opaque,
+                    free,
+                    0,
+                )
+            }
+        })?;
+        Ok(EventRegistration {
             connection: connection.clone(),
             callback_id,
+            kind: EventKind::Monitor,
+        })
+    }
+
+    /// Calls `on_event` when `domain` starts, stops or changes otherwise, on
+    /// libvirt's event loop thread (same rules as `monitor`).
+    pub fn lifecycle(
+        connection: &Connect,
+        domain: &Domain,
+        on_event: Callback<Lifecycle>,
+    ) -> Result<EventRegistration, virt::error::Error> {
+        type LifecycleCallback = unsafe extern "C" fn(
+            sys::virConnectPtr,
+            sys::virDomainPtr,
+            c_int,
+            c_int,
+            *mut c_void,
+        ) -> c_int;
+        let callback: LifecycleCallback = on_lifecycle_event;
+        let callback_id = register_callback(on_event, |opaque, free| {
+            // SAFETY: libvirt calls a lifecycle callback with exactly the
+            // signature of `virConnectDomainEventCallback`, which the generic
+            // registration asks to be cast to the generic callback type;
+            // `opaque` goes to `on_lifecycle_event` and is freed through `free`.
+            unsafe {
+                sys::virConnectDomainEventRegisterAny(
+                    connection.as_ptr(),
+                    domain.as_ptr(),
+                    sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as c_int,
+                    Some(std::mem::transmute::<
+                        LifecycleCallback,
+                        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
+                    >(callback)),
+                    opaque,
+                    free,
+                )
+            }
+        })?;
+        Ok(EventRegistration {
+            connection: connection.clone(),
+            callback_id,
+            kind: EventKind::Lifecycle,
         })
     }
 }
 
-impl Drop for MonitorEvents {
+impl Drop for EventRegistration {
     fn drop(&mut self) {
-        // SAFETY: the id came from a successful registration on this
-        // connection and is deregistered only here; libvirt runs `free_sender`.
+        // SAFETY: the id came from a successful registration of this kind on
+        // this connection and is deregistered only here; libvirt then frees
+        // the callback.
         unsafe {
-            sys::virConnectDomainQemuMonitorEventDeregister(
-                self.connection.as_ptr(),
-                self.callback_id,
-            )
+            let connection = self.connection.as_ptr();
+            match self.kind {
+                EventKind::Monitor => {
+                    sys::virConnectDomainQemuMonitorEventDeregister(connection, self.callback_id)
+                }
+                EventKind::Lifecycle => {
+                    sys::virConnectDomainEventDeregisterAny(connection, self.callback_id)
+                }
+            }
         };
     }
 }
-
-/// A lifecycle event registration that reports the domain stopping.
-pub struct LifecycleEvents {
-    connection: Connect,
-    callback_id: c_int,
-}
-
-impl LifecycleEvents {
-    /// Sends `Notice::GuestStopped` to `notices` when `domain` stops.
-    pub fn register(
-        connection: &Connect,
-        domain: &Domain,
-        notices: Sender<Notice>,
-    ) -> Result<LifecycleEvents, virt::error::Error> {
-        let opaque = Box::into_raw(Box::new(notices)) as *mut c_void;
-        // SAFETY: libvirt calls a lifecycle callback with exactly the
-        // signature of `virConnectDomainEventCallback`, which the generic
-        // registration asks to be cast to the generic callback type.
-        // `opaque` is freed once, by `free_sender`, as above.
-        let callback_id = unsafe {
-            let callback: unsafe extern "C" fn(
-                sys::virConnectPtr,
-                sys::virDomainPtr,
-                c_int,
-                c_int,
-                *mut c_void,
-            ) -> c_int = on_lifecycle_event;
-            sys::virConnectDomainEventRegisterAny(
-                connection.as_ptr(),
-                domain.as_ptr(),
-                sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as c_int,
-                Some(std::mem::transmute::<
-                    unsafe extern "C" fn(
-                        sys::virConnectPtr,
-                        sys::virDomainPtr,
-                        c_int,
-                        c_int,
-                        *mut c_void,
-                    ) -> c_int,
-                    unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
-                >(callback)),
-                opaque,
-                Some(free_sender),
-            )
-        };
-        if callback_id < 0 {
-            // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
-            unsafe { free_sender(opaque) };
-            return Err(virt::error::Error::last_error());
-        }
-        Ok(LifecycleEvents {
-            connection: connection.clone(),
-            callback_id,
-        })
-    }
-}
-
-impl Drop for LifecycleEvents {
-    fn drop(&mut self) {
-        // SAFETY: as for MonitorEvents: our id, deregistered once.
-        unsafe {
-            sys::virConnectDomainEventDeregisterAny(self.connection.as_ptr(), self.callback_id)
-        };
-    }
-}
-
-/// What to do when libvirt closes a connection by itself.
-type OnClose = Box<dyn Fn() + Send>;
 
 /// A close callback on a connection; unregistered on drop.
 pub struct CloseWatch {
@@ -235,25 +275,20 @@ impl CloseWatch {
     /// away (EOF), stopped answering (keepalive) or the socket failed.
     pub fn register(
         connection: &Connect,
-        on_close: OnClose,
+        on_close: Callback<()>,
     ) -> Result<CloseWatch, virt::error::Error> {
-        let opaque = Box::into_raw(Box::new(on_close)) as *mut c_void;
-        // SAFETY: `opaque` is a leaked Box<OnClose> that libvirt hands to
-        // `on_connection_closed` and, once registered, frees exactly once
-        // through `free_on_close`.
-        let status = unsafe {
-            sys::virConnectRegisterCloseCallback(
-                connection.as_ptr(),
-                Some(on_connection_closed),
-                opaque,
-                Some(free_on_close),
-            )
-        };
-        if status < 0 {
-            // SAFETY: libvirt did not keep `opaque`; it is still ours to free.
-            unsafe { free_on_close(opaque) };
-            return Err(virt::error::Error::last_error());
-        }
+        register_callback(on_close, |opaque, free| {
+            // SAFETY: libvirt hands `opaque` to `on_connection_closed` and
+            // frees it through `free`.
+            unsafe {
+                sys::virConnectRegisterCloseCallback(
+                    connection.as_ptr(),
+                    Some(on_connection_closed),
+                    opaque,
+                    free,
+                )
+            }
+        })?;
         Ok(CloseWatch {
             connection: connection.clone(),
         })
@@ -263,7 +298,7 @@ impl CloseWatch {
 impl Drop for CloseWatch {
     fn drop(&mut self) {
         // SAFETY: unregisters the callback registered in `register` on this
-        // connection; libvirt then runs `free_on_close`.
+        // connection; libvirt then frees it.
         unsafe {
             sys::virConnectUnregisterCloseCallback(
                 self.connection.as_ptr(),
@@ -279,21 +314,10 @@ unsafe extern "C" fn on_connection_closed(
     opaque: *mut c_void,
 ) {
     // Our own close is no loss.
-    if reason == sys::VIR_CONNECT_CLOSE_REASON_CLIENT as c_int {
-        return;
+    if reason != sys::VIR_CONNECT_CLOSE_REASON_CLIENT as c_int {
+        // SAFETY: `opaque` is the Callback<()> given at registration.
+        unsafe { call_back(opaque, ()) };
     }
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `opaque` is the Box<OnClose> given at registration, alive
-        // until `free_on_close`.
-        let on_close = unsafe { &*(opaque as *const OnClose) };
-        on_close();
-    });
-}
-
-unsafe extern "C" fn free_on_close(opaque: *mut c_void) {
-    // SAFETY: `opaque` came from Box::into_raw(Box<OnClose>) and libvirt
-    // calls this once, when the callback is unregistered.
-    drop(unsafe { Box::from_raw(opaque as *mut OnClose) });
 }
 
 /// Copies C text into an owned String; invalid UTF-8 is replaced.
@@ -317,25 +341,18 @@ unsafe extern "C" fn on_monitor_event(
     details: *const c_char,
     opaque: *mut c_void,
 ) {
-    // Unwinding into C is undefined: contain any panic here.
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: libvirt passes back the Box<Sender> given at registration,
-        // alive until `free_sender`; `event` and `details` are NUL-terminated
-        // strings (details may be NULL) valid during this call.
-        let (notices, name, data) = unsafe {
-            (
-                &*(opaque as *const Sender<Notice>),
-                owned_text(event).unwrap_or_default(),
-                owned_text(details),
-            )
-        };
-        let _ = notices.send(Notice::Event {
-            name,
+    // SAFETY: `event` and `details` are NUL-terminated strings (details may
+    // be NULL) valid during this call; `opaque` is the
+    // Callback<MonitorEvent> given at registration.
+    unsafe {
+        let event = MonitorEvent {
+            name: owned_text(event).unwrap_or_default(),
             seconds,
             micros,
-            data,
-        });
-    });
+            data: owned_text(details),
+        };
+        call_back(opaque, event);
+    }
 }
 
 unsafe extern "C" fn on_lifecycle_event(
@@ -345,19 +362,14 @@ unsafe extern "C" fn on_lifecycle_event(
     _detail: c_int,
     opaque: *mut c_void,
 ) -> c_int {
-    if event == sys::VIR_DOMAIN_EVENT_STOPPED as c_int {
-        // SAFETY: `opaque` is the Box<Sender> given at registration, alive
-        // until `free_sender`.
-        let notices = unsafe { &*(opaque as *const Sender<Notice>) };
-        let _ = notices.send(Notice::GuestStopped);
-    }
+    let lifecycle = match event {
+        e if e == sys::VIR_DOMAIN_EVENT_STARTED as c_int => Lifecycle::Started,
+        e if e == sys::VIR_DOMAIN_EVENT_STOPPED as c_int => Lifecycle::Stopped,
+        _ => Lifecycle::Other,
+    };
+    // SAFETY: `opaque` is the Callback<Lifecycle> given at registration.
+    unsafe { call_back(opaque, lifecycle) };
     0
-}
-
-unsafe extern "C" fn free_sender(opaque: *mut c_void) {
-    // SAFETY: `opaque` came from Box::into_raw(Box<Sender<Notice>>) and
-    // libvirt calls this once, when the registration ends.
-    drop(unsafe { Box::from_raw(opaque as *mut Sender<Notice>) });
 }
 
 /// `virDomainQemuMonitorCommandWithFiles`: runs `command` with `files`

@@ -12,12 +12,14 @@ pub mod log;
 pub mod cli;
 pub mod client;
 pub mod error;
-pub mod events;
+pub mod event_loop;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod libvirt;
 pub mod monitor;
+pub mod notice;
 pub mod output;
 pub mod qmp;
 pub mod server;
 pub mod socket;
+pub mod sync;

@@ -4,13 +4,14 @@
 //!
 //! The connection and domain sit behind a Mutex that is held only for the
 //! libvirt call itself, never across client socket I/O. When libvirt goes
-//! away, a reconnecting thread finds the same guest again by UUID.
+//! away, the guest's own `reconnect` thread finds the same guest again by
+//! UUID, and only the same QEMU (by ID) counts as the same guest.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -20,10 +21,11 @@ use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 
 use crate::error::{Error, Result};
-use crate::events::Notice;
-use crate::ffi;
+use crate::ffi::{self, Lifecycle, MonitorEvent};
 use crate::log::Level;
 use crate::monitor::{Failure, Monitor, Reply};
+use crate::notice::Notice;
+use crate::sync;
 
 /// Stops libvirt printing its errors next to ours, unless debugging: each
 /// error is reported once, by us. Must run before any other thread starts.
@@ -45,7 +47,8 @@ pub fn quiet(level: Level) {
 pub const CONNECTION_LOST: &str = "the libvirt connection was lost and is being re-established";
 
 /// How long a daemon may stay silent before the connection counts as
-/// lost: keepalive probes every 2 s, 3 unanswered ones end it.
+/// lost: keepalive probes every 2 s, and libvirt closes the connection
+/// when 3 go unanswered, that is after interval × (count + 1) = 8 s.
 pub const KEEPALIVE_INTERVAL: i32 = 2;
 pub const KEEPALIVE_COUNT: u32 = 3;
 
@@ -53,17 +56,31 @@ pub const KEEPALIVE_COUNT: u32 = 3;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
-/// A running QEMU guest, reached through a libvirt connection that is
-/// re-established if libvirt goes away.
+/// How long dropping a `Guest` waits for its reconnect thread, which may be
+/// stuck in a libvirt call that cannot be interrupted.
+const RECONNECT_QUIT_WAIT: Duration = Duration::from_millis(500);
+
+/// A running QEMU guest, reached through a libvirt connection that a
+/// thread of its own re-establishes if libvirt goes away.
 pub struct Guest {
-    /// The URI as given, for reconnecting (None: libvirt's default).
-    requested_uri: Option<String>,
     /// The URI libvirt actually connected to, for messages.
     pub uri: String,
     /// The guest's name, for messages.
     pub name: String,
-    /// The guest is found again by UUID: names and IDs can change.
+    state: Arc<State>,
+    /// The reconnect thread says here that it has ended.
+    reconnect_ended: Mutex<Receiver<()>>,
+}
+
+/// What the guest's users and its reconnect thread share.
+struct State {
+    /// The URI as given, for reconnecting (None: libvirt's default).
+    requested_uri: Option<String>,
+    /// The guest is found again by UUID: names can change.
     uuid: String,
+    /// A running guest keeps its ID across libvirt restarts and gets a new
+    /// one when started again: another ID is another QEMU.
+    id: Option<u32>,
     /// None while the connection is down.
     link: Mutex<Option<Link>>,
     /// Cleared as soon as the loss is known, so that commands fail at once
@@ -72,7 +89,8 @@ pub struct Guest {
     /// Counts connections, so that a late report about an old one is ignored.
     generation: AtomicU64,
     notices: Sender<Notice>,
-    losses: Sender<Reconnect>,
+    /// The reconnect thread's inbox.
+    requests: Sender<Reconnect>,
 }
 
 /// One live connection and what is registered on it. Fields drop in order:
@@ -86,16 +104,18 @@ struct Link {
 
 /// What keeps the guest's events flowing; dropping it stops them.
 struct Watch {
-    _monitor: ffi::MonitorEvents,
-    _lifecycle: ffi::LifecycleEvents,
+    _monitor: ffi::EventRegistration,
+    _lifecycle: ffi::EventRegistration,
     _close: Option<ffi::CloseWatch>,
 }
 
 /// Work for the thread that re-establishes the connection.
-pub enum Reconnect {
+enum Reconnect {
     /// libvirt closed the connection of this generation.
     Lost(u64),
-    /// The proxy is stopping.
+    /// How one attempt to connect again ended.
+    Attempt(std::result::Result<Option<Link>, virt::error::Error>),
+    /// The guest is being dropped.
     Quit,
 }
 
@@ -110,13 +130,14 @@ enum Outcome {
 impl Guest {
     /// Connects to `uri` (libvirt's default when None) and finds `wanted`,
     /// tried as an ID, then as a UUID, then as a name. The guest's QMP
-    /// events and its stopping go to `notices`; a lost connection is
-    /// reported on `losses` (see `keep_connected`).
+    /// events and its stopping go to `notices`; when libvirt goes away, a
+    /// thread reconnects for up to `reconnect_timeout` (None: for ever) and
+    /// sends `Notice::LibvirtLost` or `Notice::GuestStopped` if it cannot.
     pub fn open(
         uri: Option<&str>,
         wanted: &str,
         notices: Sender<Notice>,
-        losses: Sender<Reconnect>,
+        reconnect_timeout: Option<Duration>,
     ) -> Result<Guest> {
         let connection = Connect::open(uri).map_err(|source| Error::Connect {
             uri: uri.map(str::to_owned),
@@ -157,20 +178,21 @@ impl Guest {
             what: format!("cannot read the UUID of domain '{name}'"),
             source,
         })?;
-        let watch =
-            watch(&connection, &domain, &notices, &losses, 0).map_err(|source| Error::Libvirt {
+        let (requests, inbox) = mpsc::channel();
+        let watch = watch(&connection, &domain, &notices, &requests, 0).map_err(|source| {
+            Error::Libvirt {
                 what: format!("cannot receive the events of domain '{name}'"),
                 source,
-            })?;
+            }
+        })?;
         // It may have stopped before the lifecycle registration took effect.
         if !domain.is_active().unwrap_or(false) {
             return Err(Error::NotRunning { domain: name });
         }
-        Ok(Guest {
+        let state = Arc::new(State {
             requested_uri: uri.map(str::to_owned),
-            uri: actual_uri,
-            name,
             uuid,
+            id: domain.id(),
             link: Mutex::new(Some(Link {
                 generation: 0,
                 _watch: watch,
@@ -180,7 +202,20 @@ impl Guest {
             connected: AtomicBool::new(true),
             generation: AtomicU64::new(0),
             notices,
-            losses,
+            requests,
+        });
+        let (ended, reconnect_ended) = mpsc::channel();
+        let keeper = Arc::clone(&state);
+        let uri = actual_uri.clone();
+        sync::spawn("reconnect", Some(256 * 1024), move || {
+            keeper.keep_connected(&uri, &inbox, reconnect_timeout);
+            let _ = ended.send(());
+        })?;
+        Ok(Guest {
+            uri: actual_uri,
+            name,
+            state,
+            reconnect_ended: Mutex::new(reconnect_ended),
         })
     }
 
@@ -203,27 +238,41 @@ impl Guest {
             ))),
         }
     }
+}
 
-    /// Serves `Reconnect` requests until told to quit: each loss is met by
+impl Drop for Guest {
+    /// Stops the reconnect thread; a thread stuck in libvirt is left behind.
+    fn drop(&mut self) {
+        let _ = self.state.requests.send(Reconnect::Quit);
+        let _ = sync::lock(&self.reconnect_ended).recv_timeout(RECONNECT_QUIT_WAIT);
+    }
+}
+
+impl State {
+    /// Serves the reconnect inbox until told to quit: each loss is met by
     /// reconnecting with backoff for up to `timeout`. Tells `notices` when
     /// the guest turns out to be gone or the time runs out.
-    pub fn keep_connected(&self, requests: &Receiver<Reconnect>, timeout: Duration) {
-        while let Ok(Reconnect::Lost(generation)) = requests.recv() {
-            if generation != self.generation.load(Ordering::Acquire)
-                || !self.connected.swap(false, Ordering::AcqRel)
-            {
-                continue;
+    fn keep_connected(
+        self: &Arc<Self>,
+        uri: &str,
+        inbox: &Receiver<Reconnect>,
+        timeout: Option<Duration>,
+    ) {
+        loop {
+            match inbox.recv() {
+                Ok(Reconnect::Lost(generation))
+                    if generation == self.generation.load(Ordering::Acquire)
+                        && self.connected.swap(false, Ordering::AcqRel) => {}
+                Ok(Reconnect::Quit) | Err(_) => return,
+                Ok(_) => continue,
             }
-            warn!(
-                "lost the libvirt connection to '{}'; reconnecting",
-                self.uri
-            );
+            warn!("lost the libvirt connection to '{uri}'; reconnecting");
             // Waits for a call still failing on the dead connection.
-            let dead = self.lock_link().take();
+            let dead = sync::lock(&self.link).take();
             drop(dead);
-            let notice = match self.reconnect(requests, timeout) {
+            let notice = match self.reconnect(uri, inbox, timeout) {
                 Outcome::Running => {
-                    info!("reconnected to '{}'", self.uri);
+                    info!("reconnected to '{uri}'");
                     continue;
                 }
                 Outcome::GuestGone => Notice::GuestStopped,
@@ -235,32 +284,69 @@ impl Guest {
         }
     }
 
-    fn reconnect(&self, requests: &Receiver<Reconnect>, timeout: Duration) -> Outcome {
-        let deadline = Instant::now() + timeout;
+    /// Tries to connect again until `timeout` has passed. Each attempt runs
+    /// on a thread of its own, as libvirt's open has no timeout and blocks
+    /// for as long as a stopped daemon does not answer: the time limit and
+    /// `Quit` hold whatever libvirt does.
+    fn reconnect(
+        self: &Arc<Self>,
+        uri: &str,
+        inbox: &Receiver<Reconnect>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        // A timeout too large to add is no limit at all.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let mut pause = FIRST_RETRY;
-        while Instant::now() < deadline {
-            match self.connect_again() {
-                Ok(Some(link)) => {
-                    self.generation.store(link.generation, Ordering::Release);
-                    *self.lock_link() = Some(link);
-                    self.connected.store(true, Ordering::Release);
-                    return Outcome::Running;
+        loop {
+            let attempt = Arc::clone(self);
+            let started = sync::spawn("reconnect-try", Some(256 * 1024), move || {
+                let outcome = attempt.connect_again();
+                let _ = attempt.requests.send(Reconnect::Attempt(outcome));
+            });
+            if let Err(e) = started {
+                debug!("reconnecting to '{uri}': {e}");
+            } else {
+                loop {
+                    match receive(inbox, left()) {
+                        Ok(Reconnect::Attempt(Ok(Some(link)))) => {
+                            self.generation.store(link.generation, Ordering::Release);
+                            *sync::lock(&self.link) = Some(link);
+                            self.connected.store(true, Ordering::Release);
+                            return Outcome::Running;
+                        }
+                        Ok(Reconnect::Attempt(Ok(None))) => return Outcome::GuestGone,
+                        Ok(Reconnect::Attempt(Err(e))) => {
+                            debug!("reconnecting to '{uri}': {}", e.message());
+                            break;
+                        }
+                        Ok(Reconnect::Lost(_)) => {}
+                        Ok(Reconnect::Quit) | Err(RecvTimeoutError::Disconnected) => {
+                            return Outcome::Quit
+                        }
+                        Err(RecvTimeoutError::Timeout) => return Outcome::GaveUp,
+                    }
                 }
-                Ok(None) => return Outcome::GuestGone,
-                Err(e) => debug!("reconnecting to '{}': {}", self.uri, e.message()),
             }
-            let wait = pause.min(deadline.saturating_duration_since(Instant::now()));
-            match requests.recv_timeout(wait) {
-                Ok(Reconnect::Quit) | Err(RecvTimeoutError::Disconnected) => return Outcome::Quit,
-                Ok(Reconnect::Lost(_)) | Err(RecvTimeoutError::Timeout) => {}
+            let wait = left().map_or(pause, |left| left.min(pause));
+            loop {
+                match receive(inbox, Some(wait)) {
+                    Ok(Reconnect::Quit) | Err(RecvTimeoutError::Disconnected) => {
+                        return Outcome::Quit
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Ok(_) => {}
+                }
+            }
+            if left().is_some_and(|left| left.is_zero()) {
+                return Outcome::GaveUp;
             }
             pause = (pause * 2).min(LONGEST_RETRY);
         }
-        Outcome::GaveUp
     }
 
-    /// One attempt: a new connection, the same guest (by UUID), running.
-    /// Ok(None) when the guest no longer runs.
+    /// One attempt: a new connection, the same guest (by UUID), running
+    /// the same QEMU (by ID). Ok(None) when that QEMU is gone.
     fn connect_again(&self) -> std::result::Result<Option<Link>, virt::error::Error> {
         let connection = Connect::open(self.requested_uri.as_deref())?;
         let domain = match connection.lookup_domain_by_uuid_string(&self.uuid) {
@@ -271,12 +357,20 @@ impl Guest {
         if !domain.is_active()? {
             return Ok(None);
         }
+        if domain.id() != self.id {
+            info!(
+                "the domain was started again while libvirt was away (ID {} now); \
+                 what its clients set up is gone",
+                domain.id().map_or("none".to_owned(), |id| id.to_string())
+            );
+            return Ok(None);
+        }
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let watch = watch(
             &connection,
             &domain,
             &self.notices,
-            &self.losses,
+            &self.requests,
             generation,
         )?;
         Ok(Some(Link {
@@ -286,9 +380,16 @@ impl Guest {
             connection,
         }))
     }
+}
 
-    fn lock_link(&self) -> MutexGuard<'_, Option<Link>> {
-        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+/// Waits for the next request, for ever when `limit` is None.
+fn receive(
+    inbox: &Receiver<Reconnect>,
+    limit: Option<Duration>,
+) -> std::result::Result<Reconnect, RecvTimeoutError> {
+    match limit {
+        Some(limit) => inbox.recv_timeout(limit),
+        None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
     }
 }
 
@@ -298,15 +399,36 @@ fn watch(
     connection: &Connect,
     domain: &Domain,
     notices: &Sender<Notice>,
-    losses: &Sender<Reconnect>,
+    requests: &Sender<Reconnect>,
     generation: u64,
 ) -> std::result::Result<Watch, virt::error::Error> {
-    let lifecycle = ffi::LifecycleEvents::register(connection, domain, notices.clone())?;
-    let monitor = ffi::MonitorEvents::register(connection, domain, notices.clone())?;
+    let stopped = notices.clone();
+    let lifecycle = ffi::EventRegistration::lifecycle(
+        connection,
+        domain,
+        Box::new(move |event| {
+            if event == Lifecycle::Stopped {
+                let _ = stopped.send(Notice::GuestStopped);
+            }
+        }),
+    )?;
+    let events = notices.clone();
+    let monitor = ffi::EventRegistration::monitor(
+        connection,
+        domain,
+        Box::new(move |event: MonitorEvent| {
+            let _ = events.send(Notice::Event {
+                name: event.name,
+                seconds: event.seconds,
+                micros: event.micros,
+                data: event.data,
+            });
+        }),
+    )?;
     let close = match connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT) {
         Ok(()) => {
-            let losses = losses.clone();
-            let on_close = Box::new(move || {
+            let losses = requests.clone();
+            let on_close = Box::new(move |()| {
                 let _ = losses.send(Reconnect::Lost(generation));
             });
             Some(ffi::CloseWatch::register(connection, on_close)?)
@@ -328,10 +450,11 @@ impl Monitor for Guest {
         let lost = || Failure {
             desc: CONNECTION_LOST.to_owned(),
         };
-        if !self.connected.load(Ordering::Acquire) {
+        let state = &*self.state;
+        if !state.connected.load(Ordering::Acquire) {
             return Err(lost());
         }
-        let link = self.lock_link();
+        let link = sync::lock(&state.link);
         let Some(Link {
             domain,
             connection,
@@ -352,7 +475,7 @@ impl Monitor for Guest {
             Ok((text, files)) => Ok(Reply { text, files }),
             // The call failed because the connection died under it.
             Err(_) if !connection.is_alive().unwrap_or(false) => {
-                let _ = self.losses.send(Reconnect::Lost(*generation));
+                let _ = state.requests.send(Reconnect::Lost(*generation));
                 Err(lost())
             }
             Err(e) => Err(Failure {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -20,12 +20,13 @@ use signal_hook::iterator::Signals;
 use crate::cli::Config;
 use crate::client;
 use crate::error::{Error, Result};
-use crate::events::{EventLoop, Notice};
-use crate::libvirt::{self, Guest, Reconnect};
-use crate::monitor::{Combining, Monitor};
+use crate::event_loop::EventLoop;
+use crate::libvirt::{self, Guest};
+use crate::monitor::Monitor;
+use crate::notice::Notice;
 use crate::output::{Delivery, Output};
 use crate::socket::Socket;
-use crate::{ffi, qmp};
+use crate::{ffi, qmp, sync};
 
 /// Least time between two returns of freed memory to the system while
 /// clients come and go.
@@ -47,46 +48,52 @@ pub enum Stop {
     NoticesClosed,
 }
 
+/// How long the process waits, once serving has ended, for libvirt to let
+/// go of the guest: a hung daemon must not keep the process alive.
+const TEARDOWN_TIME: Duration = Duration::from_secs(1);
+
+/// How start-up ended: ready to serve, or a signal came first.
+enum Startup {
+    Ready(Result<(Guest, String)>),
+    Signal(i32),
+}
+
 /// Runs the proxy described by `config` until a signal or the guest stops.
 pub fn run(config: &Config) -> Result<()> {
     // signal-hook wants its handlers in place before any thread starts.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
         what: "cannot handle signals",
         source,
     })?;
     libvirt::quiet(config.level);
     ffi::share_malloc_arena();
-    let (notices, notice_receiver) = mpsc::channel();
-    let signal_notices = notices.clone();
-    spawn("signals", 64 * 1024, move || {
-        for signal in signals.forever() {
-            let _ = signal_notices.send(Notice::Signal(signal));
-        }
-    })
-    .map_err(|source| Error::Io {
-        what: "cannot start the signal thread",
-        source,
-    })?;
+    let (notices, inbox) = mpsc::channel();
+    let (startup, started) = mpsc::channel();
+    watch_signals(signals, notices.clone(), startup.clone())?;
     let event_loop = EventLoop::start()?;
-    let (losses, loss_reports) = mpsc::channel();
-    let guest = Arc::new(Guest::open(
-        config.uri.as_deref(),
-        &config.domain,
-        notices.clone(),
-        losses.clone(),
-    )?);
-    let keeper = {
-        let guest = Arc::clone(&guest);
-        let timeout = config.reconnect_timeout;
-        spawn("reconnect", 256 * 1024, move || {
-            guest.keep_connected(&loss_reports, timeout)
-        })
-        .map_err(|source| Error::Io {
-            what: "cannot start the reconnect thread",
-            source,
-        })?
+    // Opening libvirt, finding the guest and asking its version can each
+    // hang on a stopped daemon or QEMU: they run on a thread of their own,
+    // abandoned if a signal comes first.
+    let (uri, domain, timeout) = (
+        config.uri.clone(),
+        config.domain.clone(),
+        config.reconnect_timeout,
+    );
+    sync::spawn("startup", None, move || {
+        let ready = Guest::open(uri.as_deref(), &domain, notices, Some(timeout))
+            .and_then(|guest| Ok((qmp::greeting(&guest.version()?), guest)))
+            .map(|(greeting, guest)| (guest, greeting));
+        let _ = startup.send(Startup::Ready(ready));
+    })?;
+    let (guest, greeting) = match started.recv() {
+        Ok(Startup::Ready(ready)) => ready?,
+        Ok(Startup::Signal(signal)) => {
+            info!("received signal {signal} while starting; stopped");
+            return Ok(());
+        }
+        Err(_) => unreachable!("the start-up thread always reports"),
     };
-    let greeting = qmp::greeting(&guest.version()?);
+    let guest = Arc::new(guest);
     let socket = Socket::create(&config.socket)?;
     info!(
         "listening on '{}' for domain '{}' ({})",
@@ -94,21 +101,28 @@ pub fn run(config: &Config) -> Result<()> {
         guest.name,
         guest.uri
     );
-    let served: Arc<dyn Monitor> = Arc::new(Combining::new(guest.clone()));
+    let uri = guest.uri.clone();
     let stop = serve(
         &socket.listener,
-        served,
+        Arc::clone(&guest) as Arc<dyn Monitor>,
         greeting,
-        notice_receiver,
+        inbox,
         config.max_clients,
-    )?;
+    );
     drop(socket);
-    let _ = losses.send(Reconnect::Quit);
-    let _ = keeper.join();
-    let uri = guest.uri.clone();
-    drop(guest);
-    drop(event_loop);
-    match stop {
+    let (done, finished) = mpsc::channel();
+    let teardown = sync::spawn("teardown", None, move || {
+        drop(guest);
+        drop(event_loop);
+        let _ = done.send(());
+    });
+    if teardown.is_ok() && finished.recv_timeout(TEARDOWN_TIME).is_err() {
+        warn!(
+            "libvirt did not let go of the guest within {} s; exiting anyway",
+            TEARDOWN_TIME.as_secs()
+        );
+    }
+    match stop? {
         Stop::Signal(signal) => info!("received signal {signal}; stopped"),
         Stop::GuestStopped => info!("domain '{}' stopped; exiting", config.domain),
         Stop::LibvirtLost => {
@@ -119,6 +133,21 @@ pub fn run(config: &Config) -> Result<()> {
         }
         Stop::NoticesClosed => {}
     }
+    Ok(())
+}
+
+/// Starts the `signals` thread: a signal ends start-up, or serving.
+fn watch_signals(
+    mut signals: Signals,
+    notices: Sender<Notice>,
+    startup: Sender<Startup>,
+) -> Result<()> {
+    sync::spawn("signals", Some(64 * 1024), move || {
+        for signal in signals.forever() {
+            let _ = startup.send(Startup::Signal(signal));
+            let _ = notices.send(Notice::Signal(signal));
+        }
+    })?;
     Ok(())
 }
 

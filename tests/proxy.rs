@@ -16,8 +16,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use common::files::{pipe, receive_with_files, send_with_files, writers_closed};
-use virt_qemu_qmp_proxy::events::Notice;
 use virt_qemu_qmp_proxy::monitor::{Failure, Monitor, Reply};
+use virt_qemu_qmp_proxy::notice::Notice;
 use virt_qemu_qmp_proxy::qmp;
 use virt_qemu_qmp_proxy::server::{self, Stop};
 

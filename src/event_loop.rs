@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! libvirt's event loop thread, and the notices it and the signal thread
-//! send to the server.
+//! The thread that runs libvirt's default event loop.
 //!
-//! Every libvirt callback runs on the loop thread; callbacks only copy their
+//! Every libvirt callback runs on this thread; callbacks only copy their
 //! data into a `Notice` and send it down an mpsc channel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,25 +9,6 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crate::error::{Error, Result};
-
-/// Something the server must react to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// A QMP event from the guest; `data` is compact JSON, absent for
-    /// events without data.
-    Event {
-        name: String,
-        seconds: i64,
-        micros: u32,
-        data: Option<String>,
-    },
-    /// The guest is no longer running.
-    GuestStopped,
-    /// libvirt went away and could not be reached again in time.
-    LibvirtLost,
-    /// A termination signal arrived.
-    Signal(i32),
-}
 
 /// The thread that runs libvirt's default event loop.
 pub struct EventLoop {

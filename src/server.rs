@@ -50,7 +50,7 @@ pub enum Stop {
 
 /// How long the process waits, once serving has ended, for libvirt to let
 /// go of the guest: a hung daemon must not keep the process alive.
-const TEARDOWN_TIME: Duration = Duration::from_secs(1);
+const TEARDOWN_TIME: Duration = Duration::from_millis(500);
 
 /// How start-up ended: ready to serve, or a signal came first.
 enum Startup {

@@ -107,3 +107,60 @@ fn wait_for(client: &mut common::Client, done: impl Fn(&Value) -> bool) -> Value
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn the_largest_reconnect_timeout_means_for_ever() {
+    let daemon = Daemon::start("forever");
+    let proxy = Proxy::start(
+        daemon.uri(),
+        daemon.guest(),
+        &["--reconnect-timeout", "18446744073709551615"],
+    );
+    let mut client = proxy.connect_negotiated();
+    daemon.stop_daemon();
+    wait_for(&mut client, |reply| reply["error"]["desc"] == LOST);
+    daemon.restart_daemon();
+    let reply = wait_for(&mut client, |reply| reply.get("return").is_some());
+    assert_eq!(reply["return"]["status"], "running", "{reply}");
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn a_guest_started_again_while_libvirt_was_away_is_another_guest() {
+    let daemon = Daemon::start_persistent("again");
+    // The proxy reaches the daemon through a link that the test can cut,
+    // so that it cannot reconnect before the guest has been restarted.
+    let mut proxy = Proxy::start(&daemon.indirect_uri(), daemon.guest(), &["-r", "60"]);
+    let mut client = proxy.connect_negotiated();
+    daemon.cut_indirect_uri();
+    daemon.stop_daemon();
+    wait_for(&mut client, |reply| reply["error"]["desc"] == LOST);
+    daemon.restart_daemon();
+    // The daemon re-attaches to its running guests in the background.
+    let attached = common::wait_until(Duration::from_secs(30), || {
+        String::from_utf8_lossy(&daemon.virsh(&["domstate", daemon.guest()]).stdout).trim()
+            == "running"
+    });
+    assert!(
+        attached,
+        "the restarted daemon does not see the guest running"
+    );
+    for action in ["destroy", "start"] {
+        let out = daemon.virsh(&[action, daemon.guest()]);
+        assert!(out.status.success(), "virsh {action}: {out:?}");
+    }
+    daemon.indirect_uri();
+    // The new QEMU has none of what the client set up: it sees the end, as
+    // when a guest stops, and no SHUTDOWN that nobody saw happen.
+    client.expect_eof(Duration::from_secs(20));
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy ends with the guest it served");
+    assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("started again"),
+        "{}",
+        proxy.stderr()
+    );
+}

@@ -2,12 +2,13 @@
 //! A private libvirtd (scripts/libvirtd-private) with a tiny guest, for the
 //! tests where libvirt itself goes away and comes back.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{run_with_timeout, script, unique_path, TESTBED_HINT};
+use super::{run_with_timeout, script, send_signal, unique_path, TESTBED_HINT};
 
 /// A libvirtd in its own mount namespace, serving `uri()`, with one guest.
 pub struct Daemon {
@@ -17,8 +18,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon and a guest called `guest` on it; panics saying why.
+    /// Starts the daemon and a transient guest called `guest` on it; panics
+    /// saying why.
     pub fn start(guest: &str) -> Daemon {
+        Daemon::start_guest(guest, &["create"])
+    }
+
+    /// Like `start`, with a persistent guest (defined, then started).
+    pub fn start_persistent(guest: &str) -> Daemon {
+        Daemon::start_guest(guest, &["define", "start"])
+    }
+
+    fn start_guest(guest: &str, commands: &[&str]) -> Daemon {
         let dir = unique_path("libvirtd");
         let uri = String::from_utf8(Daemon::script("start", &dir).stdout)
             .unwrap()
@@ -39,21 +50,70 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let out = run_with_timeout(
-            Command::new("virsh")
-                .arg("-c")
-                .arg(&daemon.uri)
-                .arg("create")
-                .arg(&xml),
-            Duration::from_secs(120),
-        );
-        assert!(
-            out.status.success(),
-            "cannot start guest '{guest}' on {}: {}; {TESTBED_HINT}",
-            daemon.uri,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for command in commands {
+            let target = match *command {
+                "start" => guest.into(),
+                _ => xml.clone().into_os_string(),
+            };
+            let out = daemon.virsh_at(&daemon.uri, &[command.as_ref(), target.as_os_str()]);
+            assert!(
+                out.status.success(),
+                "cannot {command} guest '{guest}' on {}: {}; {TESTBED_HINT}",
+                daemon.uri,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         daemon
+    }
+
+    /// Runs virsh on the daemon at `uri` (at most 120 s).
+    fn virsh_at(&self, uri: &str, args: &[&OsStr]) -> std::process::Output {
+        run_with_timeout(
+            Command::new("virsh").arg("-c").arg(uri).args(args),
+            Duration::from_secs(120),
+        )
+    }
+
+    /// Runs virsh on the daemon with `args` (through `uri()`).
+    pub fn virsh(&self, args: &[&str]) -> std::process::Output {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.virsh_at(&self.uri, &args)
+    }
+
+    /// A second URI for the daemon, through a symbolic link to its socket
+    /// that `cut_indirect_uri` removes: clients of this URI can be kept
+    /// out while the test itself still reaches the daemon through `uri()`.
+    pub fn indirect_uri(&self) -> String {
+        let link = self.dir.join("indirect-sock");
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(self.dir.join("sock/libvirt-sock"), &link)
+                .expect("a symbolic link to the daemon's socket can be made");
+        }
+        format!("qemu:///system?socket={}", link.display())
+    }
+
+    /// Removes the link behind `indirect_uri`; `indirect_uri` makes it again.
+    pub fn cut_indirect_uri(&self) {
+        fs::remove_file(self.dir.join("indirect-sock")).expect("the link exists");
+    }
+
+    /// The daemon's process id.
+    pub fn daemon_pid(&self) -> i32 {
+        fs::read_to_string(self.dir.join("libvirtd.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("the daemon has a pid file")
+    }
+
+    /// Stops the daemon with SIGSTOP: its socket still accepts connections
+    /// (into the backlog), but nothing answers. Undone by dropping the guard.
+    pub fn pause_daemon(&self) -> Paused {
+        let pid = self.daemon_pid();
+        assert!(
+            send_signal(pid, libc::SIGSTOP),
+            "cannot stop libvirtd {pid}"
+        );
+        Paused(pid)
     }
 
     fn script(action: &str, dir: &PathBuf) -> std::process::Output {
@@ -102,5 +162,14 @@ impl Drop for Daemon {
                 .arg(&self.dir),
             Duration::from_secs(60),
         );
+    }
+}
+
+/// A daemon stopped by `Daemon::pause_daemon`; continued (SIGCONT) on drop.
+pub struct Paused(i32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        send_signal(self.0, libc::SIGCONT);
     }
 }

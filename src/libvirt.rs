@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::ffi::{self, Lifecycle, MonitorEvent};
 use crate::log::Level;
 use crate::monitor::{Failure, Monitor, Reply};
-use crate::notice::Notice;
+use crate::notice::{Mark, Notice};
 use crate::sync;
 
 /// Stops libvirt printing its errors next to ours, unless debugging: each
@@ -60,6 +60,14 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// stuck in a libvirt call that cannot be interrupted.
 const RECONNECT_QUIT_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a failed `quit` waits for QEMU's SHUTDOWN event to be seen
+/// and delivered: libvirt reports the event before the call's failure.
+const QUIT_EVENT_WAIT: Duration = Duration::from_secs(1);
+
+/// What QEMU answers to `quit` when it can: libvirt reports the closed
+/// monitor instead.
+const QUIT_REPLY: &str = r#"{"return":{}}"#;
+
 /// A running QEMU guest, reached through a libvirt connection that a
 /// thread of its own re-establishes if libvirt goes away.
 pub struct Guest {
@@ -91,6 +99,42 @@ struct State {
     notices: Sender<Notice>,
     /// The reconnect thread's inbox.
     requests: Sender<Reconnect>,
+    quit: Arc<QuitSeen>,
+}
+
+/// QEMU's SHUTDOWN event for a QMP `quit` (reason host-qmp-quit), marked in
+/// the notice stream, so that the `quit` it answers can be answered as
+/// QEMU does, after the event.
+#[derive(Default)]
+struct QuitSeen {
+    mark: Mutex<Option<Arc<Mark>>>,
+    changed: Condvar,
+}
+
+impl QuitSeen {
+    fn seen(&self, mark: Arc<Mark>) {
+        *sync::lock(&self.mark) = Some(mark);
+        self.changed.notify_all();
+    }
+
+    /// Whether `command`, which failed with the monitor closed under it, is
+    /// a `quit` that QEMU carried out: its SHUTDOWN came and was delivered.
+    fn confirms(&self, command: &str) -> bool {
+        let is_quit = serde_json::from_str::<HashMap<String, Box<RawValue>>>(command)
+            .is_ok_and(|members| members.get("execute").map(|name| name.get()) == Some("\"quit\""));
+        if !is_quit {
+            return false;
+        }
+        let mark = sync::lock(&self.mark);
+        let (mark, _) = self
+            .changed
+            .wait_timeout_while(mark, QUIT_EVENT_WAIT, |mark| mark.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(mark) = mark.clone() else {
+            return false;
+        };
+        mark.wait(QUIT_EVENT_WAIT)
+    }
 }
 
 /// One live connection and what is registered on it. Fields drop in order:
@@ -179,12 +223,14 @@ impl Guest {
             source,
         })?;
         let (requests, inbox) = mpsc::channel();
-        let watch = watch(&connection, &domain, &notices, &requests, 0).map_err(|source| {
-            Error::Libvirt {
-                what: format!("cannot receive the events of domain '{name}'"),
-                source,
-            }
-        })?;
+        let quit = Arc::new(QuitSeen::default());
+        let watch =
+            watch(&connection, &domain, &notices, &requests, &quit, 0).map_err(|source| {
+                Error::Libvirt {
+                    what: format!("cannot receive the events of domain '{name}'"),
+                    source,
+                }
+            })?;
         // It may have stopped before the lifecycle registration took effect.
         if !domain.is_active().unwrap_or(false) {
             return Err(Error::NotRunning { domain: name });
@@ -203,6 +249,7 @@ impl Guest {
             generation: AtomicU64::new(0),
             notices,
             requests,
+            quit,
         });
         let (ended, reconnect_ended) = mpsc::channel();
         let keeper = Arc::clone(&state);
@@ -371,6 +418,7 @@ impl State {
             &domain,
             &self.notices,
             &self.requests,
+            &self.quit,
             generation,
         )?;
         Ok(Some(Link {
@@ -400,6 +448,7 @@ fn watch(
     domain: &Domain,
     notices: &Sender<Notice>,
     requests: &Sender<Reconnect>,
+    quit: &Arc<QuitSeen>,
     generation: u64,
 ) -> std::result::Result<Watch, virt::error::Error> {
     let stopped = notices.clone();
@@ -413,16 +462,27 @@ fn watch(
         }),
     )?;
     let events = notices.clone();
+    let quit = Arc::clone(quit);
     let monitor = ffi::EventRegistration::monitor(
         connection,
         domain,
         Box::new(move |event: MonitorEvent| {
+            let quitting = event.name == "SHUTDOWN"
+                && event
+                    .data
+                    .as_deref()
+                    .is_some_and(|data| data.contains(r#""reason":"host-qmp-quit""#));
             let _ = events.send(Notice::Event {
                 name: event.name,
                 seconds: event.seconds,
                 micros: event.micros,
                 data: event.data,
             });
+            if quitting {
+                let mark = Arc::new(Mark::default());
+                let _ = events.send(Notice::Mark(Arc::clone(&mark)));
+                quit.seen(mark);
+            }
         }),
     )?;
     let close = match connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT) {
@@ -471,12 +531,21 @@ impl Monitor for Guest {
         } else {
             ffi::monitor_command_with_files(domain, command, &files)
         };
+        if let Err(e) = &result {
+            debug!("monitor call failed: {e}");
+        }
         match result {
             Ok((text, files)) => Ok(Reply { text, files }),
             // The call failed because the connection died under it.
             Err(_) if !connection.is_alive().unwrap_or(false) => {
                 let _ = state.requests.send(Reconnect::Lost(*generation));
                 Err(lost())
+            }
+            Err(e) if is_code(&e, ErrorNumber::SystemError) && state.quit.confirms(command) => {
+                Ok(Reply {
+                    text: QUIT_REPLY.to_owned(),
+                    files: Vec::new(),
+                })
             }
             Err(e) => Err(Failure {
                 desc: e.message().to_owned(),

@@ -237,6 +237,7 @@ fn fan_out(notices: &Receiver<Notice>, registry: &Registry) -> Stop {
                 micros,
                 data,
             }) => registry.broadcast(qmp::event(&name, seconds, micros, data.as_deref()).into()),
+            Ok(Notice::Mark(mark)) => mark.set(),
             Ok(Notice::GuestStopped) => return Stop::GuestStopped,
             Ok(Notice::LibvirtLost) => return Stop::LibvirtLost,
             Ok(Notice::Signal(signal)) => return Stop::Signal(signal),

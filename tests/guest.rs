@@ -346,3 +346,27 @@ fn a_destroyed_guest_ends_with_eof_and_exit_zero() {
     assert!(proxy.stderr().contains("stopped"), "{}", proxy.stderr());
     assert!(!socket.exists(), "socket left behind");
 }
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn quit_is_answered_as_qemu_answers_it() {
+    let guest = Guest::start("quit");
+    let mut proxy = Proxy::start(guest.uri(), guest.name(), &[]);
+    let mut client = proxy.connect_negotiated();
+    client.send(br#"{"execute":"quit","id":"bye"}"#);
+    // QEMU 7.2: the SHUTDOWN event, then the reply, then the end.
+    let event: Value = serde_json::from_slice(&client.read_raw_line()).unwrap();
+    assert_eq!(event["event"], "SHUTDOWN", "{event}");
+    assert_eq!(
+        event["data"],
+        json!({"guest": false, "reason": "host-qmp-quit"}),
+        "{event}"
+    );
+    assert_eq!(
+        client.read_raw_line(),
+        b"{\"return\": {}, \"id\": \"bye\"}\r\n"
+    );
+    client.expect_eof(Duration::from_secs(10));
+    let status = proxy.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.stderr());
+}

@@ -35,7 +35,9 @@ pub fn read_commands(
     // Descriptors received and not yet claimed by a command: they belong
     // to the next item that completes, at or after the bytes they came with.
     let mut files = Vec::new();
-    loop {
+    // Once input is stopped (at shutdown) nothing new is read; what was
+    // read is still answered.
+    while !output.input_stopped() {
         let count = match ffi::receive(&stream, &mut buffer, &mut files) {
             Ok(0) => return,
             Ok(count) => count,

@@ -56,6 +56,7 @@ pub fn run(config: &Config) -> Result<()> {
     })?;
     libvirt::quiet(config.level);
     ffi::share_malloc_arena();
+    ffi::raise_open_file_limit();
     let (notices, notice_receiver) = mpsc::channel();
     let signal_notices = notices.clone();
     spawn("signals", 64 * 1024, move || {

@@ -1,15 +1,26 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! Shutdown finishes the commands in hand: on SIGTERM nothing new is read,
 //! but every command already read is answered, whole, before the client
-//! sees end-of-file, and the proxy exits 0. Real binary, real guest.
+//! sees end-of-file, and the proxy exits 0. Real binary and real guest,
+//! except for one case that needs a command held in the monitor: there
+//! `server::serve` runs with a fake monitor.
 
 mod common;
 
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use common::{Client, Guest, Proxy, ReadEnd};
-use serde_json::Value;
+use serde_json::{json, Value};
+use virt_qemu_qmp_proxy::events::Notice;
+use virt_qemu_qmp_proxy::monitor::{Failure, Monitor, Reply};
+use virt_qemu_qmp_proxy::qmp;
+use virt_qemu_qmp_proxy::server::{self, Stop};
 
 /// Generous bounds, about hangs only.
 const READ: Duration = Duration::from_secs(20);
@@ -111,4 +122,60 @@ fn sigterm_delivers_16_large_replies_whole() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+/// Says when `slow` starts, then takes a while to answer it.
+struct SlowMonitor {
+    started: Mutex<Sender<()>>,
+}
+
+impl Monitor for SlowMonitor {
+    fn execute(&self, command: &str, _files: Vec<OwnedFd>) -> Result<Reply, Failure> {
+        if command.contains(r#""execute":"slow""#) {
+            let _ = self.started.lock().unwrap().send(());
+            thread::sleep(Duration::from_millis(300));
+        }
+        Ok(Reply {
+            text: r#"{"return":{},"id":"libvirt-1"}"#.into(),
+            files: Vec::new(),
+        })
+    }
+}
+
+#[test]
+fn a_stop_answers_what_was_read_and_reads_nothing_more() {
+    let path = common::socket_path("stop-reads-nothing");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (started, slow_started) = mpsc::channel();
+    let monitor = Arc::new(SlowMonitor {
+        started: Mutex::new(started),
+    });
+    let (notices, receiver) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let greeting = qmp::greeting(r#"{"qemu":{"micro":0,"minor":2,"major":7},"package":""}"#);
+        server::serve(&listener, monitor, greeting, receiver, 4)
+    });
+    let mut client = Client::connect_negotiated(&path);
+    // Two commands in one write: both are read before the stop.
+    client.send(br#"{"execute":"slow","id":1}{"execute":"query-status","id":2}"#);
+    slow_started
+        .recv_timeout(READ)
+        .expect("the slow command reaches the monitor");
+    // Not read yet when the stop comes, as the reader is busy: never read.
+    client.send(br#"{"execute":"query-status","id":3}"#);
+    notices.send(Notice::Signal(libc::SIGTERM)).unwrap();
+    // Sent after the stop: never read either (the proxy may refuse it).
+    thread::sleep(Duration::from_millis(100));
+    let _ = client
+        .stream()
+        .write_all(br#"{"execute":"query-status","id":4}"#);
+    assert_eq!(client.read_reply(), json!({"return": {}, "id": 1}));
+    assert_eq!(client.read_reply(), json!({"return": {}, "id": 2}));
+    client.expect_eof(READ);
+    let stop = server
+        .join()
+        .expect("serve returns")
+        .expect("serve succeeds");
+    assert_eq!(stop, Stop::Signal(libc::SIGTERM));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

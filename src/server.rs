@@ -476,10 +476,7 @@ impl Registry {
         }
         // Logged outside the lock: a slow stderr must not hold up clients.
         for client in cut {
-            warn!(
-                "client {client}: not reading ({} lines waited for it); disconnected",
-                crate::output::QUEUE_LINES
-            );
+            warn!("client {client}: not reading its replies; disconnected");
         }
     }
 

@@ -34,14 +34,24 @@ pub fn read_commands(
     let mut buffer = [0u8; 4096];
     // Descriptors received and not yet claimed by a command: they belong
     // to the next item that completes, at or after the bytes they came with.
+    // As in QEMU's socket chardev, only the latest message that carried any
+    // counts: its descriptors replace (and close) unclaimed older ones, so
+    // a client can make us hold at most one message's worth.
     let mut files = Vec::new();
-    loop {
-        let count = match ffi::receive(&stream, &mut buffer, &mut files) {
+    let mut arrived = Vec::new();
+    // Once input is stopped (at shutdown) nothing new is read; what was
+    // read is still answered.
+    while !output.input_stopped() {
+        let count = match ffi::receive(&stream, &mut buffer, &mut arrived) {
             Ok(0) => return,
             Ok(count) => count,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
+        if !arrived.is_empty() {
+            std::mem::swap(&mut files, &mut arrived);
+            arrived.clear();
+        }
         parser.feed(&buffer[..count], &mut parsed);
         for item in parsed.drain(..) {
             let claimed = std::mem::take(&mut files);

@@ -81,6 +81,30 @@ pub fn share_malloc_arena() {
     }
 }
 
+/// Most open files the proxy asks for: with the embedded driver libvirt
+/// closes every descriptor up to the limit each time it forks QEMU.
+const OPEN_FILES_CAP: libc::rlim_t = 65_536;
+
+/// Raises the soft limit on open files toward the hard limit, up to
+/// `OPEN_FILES_CAP`, so that many clients passing descriptors fit; the
+/// default soft limit (often 1024) is meant for select(), which we do not
+/// use. A failure leaves the limit as it was: harmless.
+pub fn raise_open_file_limit() {
+    // SAFETY: a zeroed rlimit is a valid value, filled in by getrlimit.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes one rlimit into `limit`, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return;
+    }
+    let wanted = limit.rlim_max.min(OPEN_FILES_CAP);
+    if wanted > limit.rlim_cur {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit reads one valid rlimit; a soft limit at most the
+        // hard one needs no privilege.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+}
+
 /// Gives the memory freed inside the heap back to the system, so that the
 /// proxy's footprint returns to its level once a crowd of clients left.
 pub fn release_free_memory() {
@@ -423,8 +447,12 @@ pub fn monitor_command_with_files(
     Ok((text, returned))
 }
 
-/// Most descriptors taken from one read; the kernel closes any beyond.
-const MAX_FILES_PER_READ: usize = 32;
+/// Most descriptors taken from one read, QEMU's TCP_MAX_FDS: the kernel
+/// closes any beyond (MSG_CTRUNC).
+const MAX_FILES_PER_READ: usize = 16;
+
+/// Most descriptors sent with one reply.
+const MAX_FILES_PER_SEND: usize = 32;
 
 /// Reads from `stream` into `buffer` like `read`, and appends the file
 /// descriptors passed with those bytes (SCM_RIGHTS) to `files`, with
@@ -472,13 +500,13 @@ pub fn receive(
 /// Writes all of `bytes` to `stream`, passing `files` (SCM_RIGHTS) with
 /// the first part written.
 pub fn send_with_files(stream: &UnixStream, bytes: &[u8], files: &[OwnedFd]) -> io::Result<()> {
-    if files.is_empty() || files.len() > MAX_FILES_PER_READ {
+    if files.is_empty() || files.len() > MAX_FILES_PER_SEND {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "1 to 32 files per message",
         ));
     }
-    let mut control = [0u64; control_words(MAX_FILES_PER_READ)];
+    let mut control = [0u64; control_words(MAX_FILES_PER_SEND)];
     let payload = files.len() * std::mem::size_of::<c_int>();
     let mut data = libc::iovec {
         iov_base: bytes.as_ptr() as *mut c_void,
@@ -492,7 +520,7 @@ pub fn send_with_files(stream: &UnixStream, bytes: &[u8], files: &[OwnedFd]) -> 
     // SAFETY: CMSG_SPACE is a pure size computation.
     message.msg_controllen = unsafe { libc::CMSG_SPACE(payload as u32) } as _;
     // SAFETY: `control` is large enough for one header with `payload` bytes
-    // (checked above against MAX_FILES_PER_READ) and correctly aligned (u64);
+    // (checked above against MAX_FILES_PER_SEND) and correctly aligned (u64);
     // the descriptors are open for the duration of the call.
     let sent = unsafe {
         let header = libc::CMSG_FIRSTHDR(&message);

@@ -67,6 +67,7 @@ pub fn run(config: &Config) -> Result<()> {
     })?;
     libvirt::quiet(config.level);
     ffi::share_malloc_arena();
+    ffi::raise_open_file_limit();
     let (notices, inbox) = mpsc::channel();
     let (startup, started) = mpsc::channel();
     watch_signals(signals, notices.clone(), startup.clone())?;
@@ -152,9 +153,10 @@ fn watch_signals(
 }
 
 /// Serves up to `max_clients` clients at once on `listener` until
-/// `notices` says to stop, then closes every client (after giving each up
-/// to `DRAIN_TIME` to receive what is queued for it) and waits for the
-/// client threads to end.
+/// `notices` says to stop. Then nothing new is read; every command already
+/// read is answered and every queued line delivered before the client sees
+/// end-of-file, within `DRAIN_TIME`; after it, lines being written are
+/// finished and what waits behind them is dropped.
 /// Connections beyond `max_clients` wait in the listen backlog, as a second
 /// client of QEMU's own server does.
 pub fn serve(
@@ -165,33 +167,17 @@ pub fn serve(
     max_clients: usize,
 ) -> Result<Stop> {
     let registry = Arc::new(Registry::default());
-    let stopping = Arc::new(AtomicBool::new(false));
-    let fanout = {
-        let registry = Arc::clone(&registry);
-        let stopping = Arc::clone(&stopping);
-        let listener = listener.try_clone().map_err(|source| Error::Io {
-            what: "cannot share the listening socket",
-            source,
-        })?;
-        spawn("fanout", 256 * 1024, move || {
-            let stop = fan_out(&notices, &registry);
-            stopping.store(true, Ordering::Release);
-            ffi::stop_accepting(&listener);
-            registry.room.notify_all();
-            stop
-        })
-        .map_err(|source| Error::Io {
-            what: "cannot start the event fan-out thread",
-            source,
-        })?
-    };
+    let waker = listener.try_clone().map_err(|source| Error::Io {
+        what: "cannot share the listening socket",
+        source,
+    })?;
+    let fanout = spawn_fan_out(notices, Arc::clone(&registry), waker, Registry::broadcast)?;
     let greeting: Arc<str> = Arc::from(greeting);
     let threads = Arc::new(Threads::default());
     let mut next_client = 0u64;
-    loop {
-        registry.wait_for_room(max_clients, &stopping);
+    while registry.wait_for_room(max_clients) {
         let accepted = listener.accept();
-        if stopping.load(Ordering::Acquire) {
+        if registry.stopping() {
             break;
         }
         match accepted {
@@ -212,23 +198,54 @@ pub fn serve(
             Err(e) => {
                 // Typically EMFILE: give clients a moment to go away.
                 warn!("cannot accept a connection: {e}");
-                thread::sleep(Duration::from_millis(100));
+                registry.wait_for_leave(ACCEPT_RETRY);
             }
         }
     }
-    let stop = fanout.join().unwrap_or(Stop::NoticesClosed);
-    registry.close_input();
-    let deadline = Instant::now() + DRAIN_TIME;
-    while !registry.is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
+    let fanned_out = fanout.join();
+    registry.stop_input();
+    if !threads.wait_until(Instant::now() + DRAIN_TIME) {
+        registry.finish_all();
+        threads.wait_until(Instant::now() + FINISH_TIME);
     }
-    registry.close_all();
-    threads.wait_all(DRAIN_TIME);
-    Ok(stop)
+    fanned_out.map_err(|_| Error::Io {
+        what: "the event fan-out stopped",
+        source: std::io::Error::other("its thread panicked"),
+    })
+}
+
+/// After the drain time, how long lines being written get to finish; a
+/// client still not taking them then is cut when the process exits.
+const FINISH_TIME: Duration = Duration::from_millis(250);
+
+/// Longest wait before accepting again after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Starts the fan-out thread, which hands each event line to `deliver`
+/// (`Registry::broadcast`, but for tests) until a notice says to stop.
+/// However it ends, panics included, the server stops.
+fn spawn_fan_out(
+    notices: Receiver<Notice>,
+    registry: Arc<Registry>,
+    listener: UnixListener,
+    deliver: fn(&Registry, Arc<str>),
+) -> Result<JoinHandle<Stop>> {
+    spawn("fanout", 256 * 1024, move || {
+        let stopping = StopServing { registry, listener };
+        fan_out(&notices, &stopping.registry, deliver)
+    })
+    .map_err(|source| Error::Io {
+        what: "cannot start the event fan-out thread",
+        source,
+    })
 }
 
 /// Delivers events until a notice says to stop.
-fn fan_out(notices: &Receiver<Notice>, registry: &Registry) -> Stop {
+fn fan_out(
+    notices: &Receiver<Notice>,
+    registry: &Registry,
+    deliver: fn(&Registry, Arc<str>),
+) -> Stop {
     loop {
         match notices.recv() {
             Ok(Notice::Event {
@@ -236,13 +253,30 @@ fn fan_out(notices: &Receiver<Notice>, registry: &Registry) -> Stop {
                 seconds,
                 micros,
                 data,
-            }) => registry.broadcast(qmp::event(&name, seconds, micros, data.as_deref()).into()),
+            }) => deliver(
+                registry,
+                qmp::event(&name, seconds, micros, data.as_deref()).into(),
+            ),
             Ok(Notice::Mark(mark)) => mark.set(),
             Ok(Notice::GuestStopped) => return Stop::GuestStopped,
             Ok(Notice::LibvirtLost) => return Stop::LibvirtLost,
             Ok(Notice::Signal(signal)) => return Stop::Signal(signal),
             Err(_) => return Stop::NoticesClosed,
         }
+    }
+}
+
+/// Stops the server when dropped: no more clients are accepted.
+struct StopServing {
+    registry: Arc<Registry>,
+    /// A clone of the listening socket, to wake a blocked `accept`.
+    listener: UnixListener,
+}
+
+impl Drop for StopServing {
+    fn drop(&mut self) {
+        self.registry.stop();
+        ffi::stop_accepting(&self.listener);
     }
 }
 
@@ -259,33 +293,49 @@ fn start_client(
     let negotiated = Arc::new(AtomicBool::new(false));
     registry.add(client, Arc::clone(&output), Arc::clone(&negotiated));
     info!("client {client} connected");
-    let writer = {
-        let registry = Arc::clone(registry);
-        let output = Arc::clone(&output);
-        threads.spawn(&format!("client-{client}-out"), move || {
-            output.drain();
-            registry.remove(client);
-            info!("client {client} disconnected");
-        })
+    // Should a spawn fail, its closure is dropped, and with it the guard.
+    let leaving = Leaving {
+        client,
+        registry: Arc::clone(registry),
+        output: Arc::clone(&output),
     };
-    if let Err(e) = writer {
-        registry.remove(client);
-        return Err(e);
+    threads.spawn(&format!("client-{client}-out"), move || {
+        let leaving = leaving;
+        leaving.output.drain();
+    })?;
+    let closing = Closing(Arc::clone(&output));
+    let monitor = Arc::clone(monitor);
+    let greeting = Arc::clone(greeting);
+    threads.spawn(&format!("client-{client}"), move || {
+        let _closing = closing;
+        client::read_commands(client, stream, &*monitor, &greeting, &output, &negotiated);
+    })
+}
+
+/// Held by a client's reader: when it ends, panics included, no more lines
+/// come, so the writer sends what is queued and closes the connection.
+struct Closing(Arc<Output>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
     }
-    let reader = {
-        let monitor = Arc::clone(monitor);
-        let greeting = Arc::clone(greeting);
-        let output = Arc::clone(&output);
-        threads.spawn(&format!("client-{client}"), move || {
-            client::read_commands(client, stream, &*monitor, &greeting, &output, &negotiated);
-            output.close();
-        })
-    };
-    if reader.is_err() {
-        // Without a reader, closing the output lets the writer finish.
-        output.close();
+}
+
+/// Held by a client's writer: when it ends, panics included, the
+/// connection is shut and the client leaves the registry (and its slot).
+struct Leaving {
+    client: u64,
+    registry: Arc<Registry>,
+    output: Arc<Output>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.output.cut();
+        self.registry.remove(self.client);
+        info!("client {} disconnected", self.client);
     }
-    reader
 }
 
 fn spawn<T: Send + 'static>(
@@ -340,14 +390,14 @@ impl Threads {
         started.map(drop)
     }
 
-    /// Waits up to `limit` for every client thread to end.
-    fn wait_all(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    /// Waits until every client thread has ended (true) or `deadline`
+    /// passes (false).
+    fn wait_until(&self, deadline: Instant) -> bool {
         let mut running = self.lock();
         while *running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return;
+                return false;
             }
             running = self
                 .ended
@@ -355,17 +405,26 @@ impl Threads {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        true
     }
 }
 
-/// The connected clients, as the fan-out and shutdown see them.
+/// The connected clients, as the accept loop, the fan-out and shutdown see
+/// them.
 #[derive(Default)]
 struct Registry {
-    clients: Mutex<HashMap<u64, Entry>>,
-    /// Signalled when a client leaves, and at shutdown.
+    clients: Mutex<Clients>,
+    /// Signalled when a client leaves, and at the stop.
     room: Condvar,
     /// When memory was last given back to the system.
     trimmed: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct Clients {
+    entries: HashMap<u64, Entry>,
+    /// Set once, under the lock, so that no waiter can miss it.
+    stopping: bool,
 }
 
 struct Entry {
@@ -374,12 +433,14 @@ struct Entry {
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn add(&self, client: u64, output: Arc<Output>, negotiated: Arc<AtomicBool>) {
-        self.lock().insert(client, Entry { output, negotiated });
+        self.lock()
+            .entries
+            .insert(client, Entry { output, negotiated });
     }
 
     /// Forgets a client that has gone, and gives the memory it freed back
@@ -387,10 +448,10 @@ impl Registry {
     /// a second (a proxy that always has a client must trim too).
     fn remove(&self, client: u64) {
         let mut clients = self.lock();
-        clients.remove(&client);
-        let last = clients.is_empty();
+        clients.entries.remove(&client);
+        let last = clients.entries.is_empty();
         drop(clients);
-        self.room.notify_one();
+        self.room.notify_all();
         let mut trimmed = self.trimmed.lock().unwrap_or_else(PoisonError::into_inner);
         if last || trimmed.is_none_or(|at| at.elapsed() >= TRIM_INTERVAL) {
             *trimmed = Some(Instant::now());
@@ -398,52 +459,106 @@ impl Registry {
         }
     }
 
-    /// Blocks while `max` clients are connected, unless stopping.
-    fn wait_for_room(&self, max: usize, stopping: &AtomicBool) {
-        let mut clients = self.lock();
-        while clients.len() >= max && !stopping.load(Ordering::Acquire) {
-            // The timeout covers a stop flagged between the check and the wait.
-            clients = self
-                .room
-                .wait_timeout(clients, Duration::from_millis(100))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+    /// Says that serving ends: no more clients are accepted.
+    fn stop(&self) {
+        self.lock().stopping = true;
+        self.room.notify_all();
     }
 
-    fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    /// Blocks while `max` clients are connected; false once stopping.
+    fn wait_for_room(&self, max: usize) -> bool {
+        let mut clients = self.lock();
+        while clients.entries.len() >= max && !clients.stopping {
+            clients = self
+                .room
+                .wait(clients)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        !clients.stopping
+    }
+
+    /// Waits up to `limit` for a client to leave or the stop.
+    fn wait_for_leave(&self, limit: Duration) {
+        let clients = self.lock();
+        if !clients.stopping {
+            let _ = self.room.wait_timeout(clients, limit);
+        }
     }
 
     /// Sends `line` to every negotiated client. A client whose queue is
     /// full has stopped reading: it is cut off rather than allowed to stall
     /// the others or grow our memory.
     fn broadcast(&self, line: Arc<str>) {
-        for (client, entry) in self.lock().iter() {
+        let mut cut = Vec::new();
+        for (client, entry) in &self.lock().entries {
             if !entry.negotiated.load(Ordering::Acquire) {
                 continue;
             }
             traffic!("client {client} <- {}", line.trim_end());
             if entry.output.event(&line) == Delivery::Overflow {
-                traffic!("client {client}: not reading its replies; disconnected");
                 entry.output.cut();
+                cut.push(*client);
             }
+        }
+        // Logged outside the lock: a slow stderr must not hold up clients.
+        for client in cut {
+            warn!("client {client}: not reading its replies; disconnected");
         }
     }
 
-    /// Stops every client's input: readers finish the command in hand,
-    /// writers drain their queues and close.
-    fn close_input(&self) {
-        for entry in self.lock().values() {
-            entry.output.close();
+    /// Stops every client's input: each reader answers the commands it has
+    /// read, then its writer sends what is queued and closes.
+    fn stop_input(&self) {
+        for entry in self.lock().entries.values() {
             entry.output.stop_input();
         }
     }
 
-    /// Cuts every remaining connection.
-    fn close_all(&self) {
-        for entry in self.lock().values() {
-            entry.output.cut();
+    /// Ends every remaining connection without cutting a line.
+    fn finish_all(&self) {
+        for entry in self.lock().entries.values() {
+            entry.output.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_fan_out_still_stops_the_server() {
+        let path = std::env::temp_dir().join(format!("vqmp-fanout-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let registry = Arc::new(Registry::default());
+        let (notices, receiver) = mpsc::channel();
+        let fanout = spawn_fan_out(
+            receiver,
+            Arc::clone(&registry),
+            listener.try_clone().unwrap(),
+            |_, _| panic!("a delivery that panics"),
+        )
+        .unwrap();
+        notices
+            .send(Notice::Event {
+                name: "STOP".into(),
+                seconds: 1,
+                micros: 2,
+                data: None,
+            })
+            .unwrap();
+        assert!(fanout.join().is_err(), "the fan-out should have panicked");
+        assert!(registry.stopping());
+        assert!(!registry.wait_for_room(0), "the accept loop would wait");
+        // A blocked accept is woken: the listener no longer accepts.
+        let (done, accepted) = mpsc::channel();
+        thread::spawn(move || done.send(listener.accept().is_err()));
+        assert_eq!(accepted.recv_timeout(Duration::from_secs(10)), Ok(true));
     }
 }

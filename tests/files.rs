@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use common::files::{holds, open_descriptors, pipe, send_with_files, writers_closed};
-use common::{Guest, Proxy};
+use common::{Client, Guest, Proxy, ReadEnd, PROXY_BIN};
 use serde_json::{json, Value};
 
 /// How long the proxy and QEMU may take to let go of a descriptor.
@@ -217,4 +218,100 @@ fn descriptor_count_is_stable_over_a_thousand_commands() {
         before, after,
         "the proxy's descriptor count changed over 1000 commands"
     );
+}
+
+/// Sends `messages` × sendmsg(" ", 32 descriptors) on `client`, each message
+/// 32 copies of a new pipe's write end; returns the last pipe's read end.
+fn flood(client: &Client, messages: usize) -> OwnedFd {
+    let mut last = None;
+    for _ in 0..messages {
+        let (reader, writer) = pipe();
+        send_with_files(client.stream(), b" ", &[&writer; 32]);
+        last = Some(reader);
+    }
+    last.expect("at least one message")
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn a_flood_of_descriptors_leaves_the_proxy_one_message_worth() {
+    let guest = Guest::start("fdflood");
+    let proxy = Proxy::start(guest.uri(), guest.name(), &[]);
+    let mut client = proxy.connect_negotiated();
+    assert_eq!(
+        client.command(r#"{"execute":"query-status"}"#)["return"]["running"],
+        true
+    );
+    let before = open_descriptors(proxy.pid());
+    let last = flood(&client, 300);
+    // The latest message's descriptors are the ones kept, as in QEMU.
+    assert!(
+        common::wait_until(WAIT, || holds(proxy.pid(), &last)),
+        "the proxy did not keep the latest message's descriptors"
+    );
+    let held = open_descriptors(proxy.pid());
+    assert!(
+        held <= before + 16 + 8,
+        "the proxy holds {held} descriptors, {before} before the flood"
+    );
+    // A message with one descriptor replaces them: getfd gets exactly it.
+    let (_reader, writer) = pipe();
+    send_with_files(
+        client.stream(),
+        br#"{"execute":"getfd","arguments":{"fdname":"after"},"id":1}"#,
+        &[&writer],
+    );
+    assert_eq!(client.read_reply(), json!({"return": {}, "id": 1}));
+    assert!(
+        writers_closed(&last, WAIT),
+        "the replaced descriptors were not closed"
+    );
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn a_flooding_client_cannot_lock_others_out_under_a_low_limit() {
+    let guest = Guest::start("fdlimit");
+    let proxy = Proxy::start_with(
+        &["prlimit", "--nofile=256:256", PROXY_BIN],
+        guest.uri(),
+        guest.name(),
+        &[],
+    );
+    let flooder = proxy.connect_negotiated();
+    let last = flood(&flooder, 10);
+    // Let the proxy take in what it will of the flood.
+    common::wait_until(WAIT, || holds(proxy.pid(), &last));
+    let stream = std::os::unix::net::UnixStream::connect(proxy.socket()).unwrap();
+    let mut newcomer = Client::from_stream(stream);
+    match newcomer.next_line(WAIT) {
+        Ok(line) => assert!(line.starts_with(b"{\"QMP\""), "{line:?}"),
+        Err(ReadEnd::Timeout(_)) => panic!("a new client got no greeting"),
+        Err(end) => panic!("a new client was turned away: {end:?}"),
+    }
+    newcomer.negotiate();
+    assert_eq!(
+        newcomer.command(r#"{"execute":"query-status"}"#)["return"]["running"],
+        true
+    );
+    drop(flooder);
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let guest = Guest::start("fdraise");
+    let proxy = Proxy::start_with(
+        &["prlimit", "--nofile=1024:4096", PROXY_BIN],
+        guest.uri(),
+        guest.name(),
+        &[],
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("/proc/PID/limits lists open files");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
 }

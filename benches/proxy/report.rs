@@ -365,7 +365,7 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
                 format!(
                     "{:.0} KB script, run by {} ({:.1} MiB) with python3-libvirt",
                     script as f64 / 1e3,
-                    program.argv[0],
+                    program_name(&program.argv[0]),
                     python as f64 / MIB
                 )
             }
@@ -475,14 +475,14 @@ fn header(
         "- libvirt {} (daemon side {}), QEMU {} ({}; libvirt reports {})",
         info.library, info.daemon, info.qemu, info.qemu_package, info.hypervisor
     );
+    // The URI's query names a socket or a folder of this machine.
+    let uri = info.uri.split('?').next().unwrap_or_default();
     let connection = match bed.mode {
         Mode::System => format!(
-            "qemu:///system, from a private libvirtd that the bench started ({})",
-            info.uri
+            "qemu:///system, from a private libvirtd that the bench started ({uri})"
         ),
         Mode::Embed => format!(
-            "qemu:///embed, the embedded driver (no daemon; each subject holds the guest's root in turn): {}",
-            info.uri
+            "qemu:///embed, the embedded driver (no daemon; each subject holds the guest's root in turn): {uri}"
         ),
     };
     let _ = writeln!(out, "- libvirt connection: {connection}");
@@ -501,15 +501,16 @@ fn header(
     let _ = writeln!(
         out,
         "- (b) this proxy: {} {}, driven over its socket by benches/proxy (one thread and one connection per client)",
-        bed.proxy.argv[0],
+        program_name(&bed.proxy.argv[0]),
         proxy_version(&bed.proxy.argv[0])
     );
     match (&bed.original, &bed.original_missing) {
         (Some(program), _) => {
             let _ = writeln!(
                 out,
-                "- (c) original: {} run by {}, driven like (b)",
-                program.argv[1], program.argv[0]
+                "- (c) original: libvirt's {} run by {}, driven like (b)",
+                program_name(&program.argv[1]),
+                python_version(&program.argv[0])
             );
         }
         (None, why) => {
@@ -561,6 +562,30 @@ fn machine() -> String {
         });
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cores} cores ({model}){memory}, Linux {}", kernel.trim())
+}
+
+/// The file name of a program: the table carries no path of the machine.
+fn program_name(path: &str) -> String {
+    std::path::Path::new(path).file_name().map_or_else(
+        || path.to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// "python3 (Python 3.11.2)", from `--version`.
+fn python_version(program: &str) -> String {
+    let version = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default();
+    if version.is_empty() {
+        program_name(program)
+    } else {
+        format!("{} ({version})", program_name(program))
+    }
 }
 
 fn proxy_version(program: &str) -> String {

@@ -6,7 +6,7 @@
 //! that 1024 levels of nesting need no call stack.
 
 use super::lexer::TokenKind;
-use super::unicode::{decode_lossy, is_valid_codepoint, mod_utf8_codepoint};
+use super::unicode::{decode_lossy, hex4, is_valid_codepoint, mod_utf8_codepoint};
 use super::value::{dismantle, Dict, Value};
 
 /// One token of a message. Literal tokens refer to their text in the
@@ -213,19 +213,6 @@ fn parse_literal(kind: TokenKind, text: &[u8]) -> Result<Value, String> {
     Ok(Value::Double(number.parse::<f64>().unwrap_or(0.0)))
 }
 
-/// `cvt4hex`: four hex digits at `position`, or None. Bytes past the end of
-/// the token read as the C string's NUL, which is not a hex digit.
-fn cvt4hex(text: &[u8], position: usize) -> Option<u32> {
-    let mut codepoint = 0;
-    for offset in 0..4 {
-        let digit = text
-            .get(position + offset)
-            .and_then(|&byte| char::from(byte).to_digit(16))?;
-        codepoint = (codepoint << 4) | digit;
-    }
-    Some(codepoint)
-}
-
 /// `parse_string`: decodes a string token (quotes included), accepting
 /// QEMU's extensions (single quotes, `\'`) and modified UTF-8.
 fn parse_string(token: &[u8]) -> Result<String, String> {
@@ -272,14 +259,14 @@ fn parse_string(token: &[u8]) -> Result<String, String> {
             b'r' => '\r',
             b't' => '\t',
             b'u' => {
-                let mut codepoint = cvt4hex(token, position);
+                let mut codepoint = hex4(token, position);
                 position += 4;
                 if let Some(high @ 0xD800..=0xDBFF) = codepoint {
                     if token.get(position) == Some(&b'\\') && token.get(position + 1) == Some(&b'u')
                     {
                         // A leading surrogate followed by \u: only a trailing
                         // surrogate completes it.
-                        codepoint = match cvt4hex(token, position + 2) {
+                        codepoint = match hex4(token, position + 2) {
                             Some(low @ 0xDC00..=0xDFFF) => {
                                 position += 6;
                                 Some(0x10000 + ((high & 0x3FF) << 10) + (low & 0x3FF))

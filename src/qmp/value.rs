@@ -225,7 +225,6 @@ impl Drop for Dict {
     }
 }
 
-/// Length of `ch` in QEMU's modified UTF-8 (U+0000 takes two bytes).
 /// Calls `f` with each byte of `key` as QEMU stores it: modified UTF-8,
 /// where U+0000 is `C0 80`.
 pub(crate) fn for_each_modified_utf8_byte(key: &str, mut f: impl FnMut(u8)) {

@@ -30,13 +30,20 @@ pub(crate) fn write_qemu(out: &mut String, value: &Value) {
     write_value(out, value, Style::Qemu, usize::MAX);
 }
 
-/// Compact JSON for libvirt: members in insertion order, strings as raw UTF-8
-/// with only the escapes JSON requires, numbers that QEMU parses back to the
-/// same QNum (integers stay integers, doubles keep a `.` or an exponent).
-/// A container at nesting level `levels` (`value` itself is level 1) is
+/// Compact JSON of an object for libvirt: members in insertion order (a
+/// command's `arguments`, in the client's order), strings as raw UTF-8 with
+/// only the escapes JSON requires, numbers that QEMU parses back to the same
+/// QNum (integers stay integers, doubles keep a `.` or an exponent). A
+/// container at nesting level `levels` (the dict itself is level 1) is
 /// written empty, so that the text is at most `levels` deep.
-pub(crate) fn write_compact(out: &mut String, value: &Value, levels: usize) {
-    write_value(out, value, Style::Compact, levels);
+pub(crate) fn write_compact_dict(out: &mut String, dict: &Dict, levels: usize) {
+    if levels <= 1 {
+        out.push_str("{}");
+        return;
+    }
+    out.push('{');
+    let stack = vec![dict_frame(dict, Style::Compact)];
+    write_frames(out, None, stack, Style::Compact, levels);
 }
 
 /// A container being printed.
@@ -53,13 +60,31 @@ enum Frame<'a> {
     },
 }
 
+fn dict_frame(dict: &Dict, style: Style) -> Frame<'_> {
+    let order = (style == Style::Qemu).then(|| dict.qdict_order());
+    Frame::Dict {
+        dict,
+        order,
+        next: 0,
+    }
+}
+
 fn write_value(out: &mut String, root: &Value, style: Style, levels: usize) {
+    write_frames(out, Some(root), Vec::new(), style, levels);
+}
+
+/// Writes `pending`, then closes every container open on `stack`.
+fn write_frames<'a>(
+    out: &mut String,
+    mut pending: Option<&'a Value>,
+    mut stack: Vec<Frame<'a>>,
+    style: Style,
+    levels: usize,
+) {
     let (separator, name_separator) = match style {
         Style::Qemu => (", ", ": "),
         Style::Compact => (",", ":"),
     };
-    let mut stack: Vec<Frame<'_>> = Vec::new();
-    let mut pending = Some(root);
     loop {
         if let Some(value) = pending.take() {
             let full = stack.len() + 1 >= levels;
@@ -75,12 +100,7 @@ fn write_value(out: &mut String, root: &Value, style: Style, levels: usize) {
                 }
                 Value::Dict(dict) => {
                     out.push('{');
-                    let order = (style == Style::Qemu).then(|| dict.qdict_order());
-                    stack.push(Frame::Dict {
-                        dict,
-                        order,
-                        next: 0,
-                    });
+                    stack.push(dict_frame(dict, style));
                 }
                 scalar => write_scalar(out, scalar, style),
             }
@@ -302,7 +322,7 @@ mod tests {
 
     fn compact(value: &Value) -> String {
         let mut out = String::new();
-        write_compact(&mut out, value, usize::MAX);
+        write_value(&mut out, value, Style::Compact, usize::MAX);
         out
     }
 

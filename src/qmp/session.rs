@@ -4,16 +4,11 @@
 //! negotiation (monitor/qmp-cmds-control.c and the generated marshaller of
 //! `qmp_capabilities`). The lines it answers with are made in `reply`.
 
+use super::parser::LIBVIRT_ARGUMENT_LEVELS;
 use super::reply::{error, success_line};
-use super::stream::Parsed;
+use super::stream::{Parsed, Stream};
 use super::value::{dismantle, Dict, Value};
 use super::writer::{quote_compact, write_compact_dict};
-
-/// libvirt's JSON generator (yajl) refuses text nested 128 deep or more, and
-/// libvirt puts the arguments into `{"execute":..,"arguments":..,"id":..}`:
-/// the arguments object may be at most 126 deep. No command's arguments are
-/// that deep, so QEMU's answer does not depend on what is cut off.
-const LIBVIRT_ARGUMENT_LEVELS: usize = 126;
 
 pub(crate) const GENERIC_ERROR: &str = "GenericError";
 const COMMAND_NOT_FOUND: &str = "CommandNotFound";
@@ -33,7 +28,8 @@ pub struct Command {
     /// The `execute` member.
     pub name: String,
     /// `{"execute":NAME,"arguments":{...}}` for libvirt, without the client's
-    /// id; `arguments` only if the client gave it, members in the client's order.
+    /// id; `arguments` only if the client gave it, members in the client's
+    /// order, at most 126 levels deep (deeper containers are written empty).
     pub json: String,
     /// The client's `id`, echoed in the reply.
     pub id: Option<Value>,
@@ -90,12 +86,9 @@ impl Session {
         let id = request.remove("id");
         let outcome = self.dispatch(&request);
         let line = match outcome {
-            Ok(Some(guest)) => {
-                return Action::Execute(Command {
-                    name: guest.name,
-                    json: guest.text,
-                    id,
-                })
+            Ok(Some(name)) => {
+                let json = command_text(&name, request.remove("arguments"));
+                return Action::Execute(Command { name, json, id });
             }
             Ok(None) => success_line("{}", id.as_ref()),
             Err(failure) => error(failure.class, &failure.desc, id.as_ref()),
@@ -108,11 +101,19 @@ impl Session {
     }
 
     /// `qmp_dispatch` up to running the command. Ok(None) is a local
-    /// success (`{"return": {}}`), Ok(Some) a command for the guest.
-    fn dispatch(&mut self, request: &Dict) -> Result<Option<GuestCommand>, Refusal> {
+    /// success (`{"return": {}}`), Ok(Some) the name of a command for the
+    /// guest.
+    fn dispatch(&mut self, request: &Dict) -> Result<Option<String>, Refusal> {
         let name = check_request(request)?;
-        let arguments = request.get("arguments").and_then(Value::as_dict);
         if name == "qmp_capabilities" {
+            let reparsed;
+            let arguments = match request.get("arguments") {
+                Some(Value::Compact(text)) => {
+                    reparsed = reparse(text);
+                    reparsed.as_ref()
+                }
+                other => other.and_then(Value::as_dict),
+            };
             self.qmp_capabilities(arguments)?;
             return Ok(None);
         }
@@ -133,7 +134,7 @@ impl Session {
                 desc: format!("The command {name} has not been found"),
             });
         }
-        Ok(Some(GuestCommand::new(name, arguments)))
+        Ok(Some(name.to_owned()))
     }
 
     /// The generated `qmp_marshal_qmp_capabilities` followed by
@@ -175,7 +176,7 @@ fn check_request(request: &Dict) -> Result<&str, Refusal> {
                 }
             },
             "arguments" => {
-                if !matches!(value, Value::Dict(_)) {
+                if !matches!(value, Value::Dict(_) | Value::Compact(_)) {
                     return Err(Refusal::generic(
                         "QMP input member 'arguments' must be an object",
                     ));
@@ -231,26 +232,43 @@ fn visit_capabilities_arguments(arguments: Option<&Dict>) -> Result<Vec<&str>, R
     Ok(enabled)
 }
 
-/// The guest-bound part of a request.
-struct GuestCommand {
-    name: String,
-    text: String,
+/// `{"execute":NAME,"arguments":{...}}` for libvirt. The compact text the
+/// parser wrote for the arguments becomes the command's text in place, so
+/// that a huge command is not copied once more.
+fn command_text(name: &str, arguments: Option<Value>) -> String {
+    let mut head = String::from("{\"execute\":");
+    quote_compact(&mut head, name);
+    match arguments {
+        Some(Value::Compact(mut text)) => {
+            head.push_str(",\"arguments\":");
+            text.reserve_exact(head.len() + 1);
+            text.insert_str(0, &head);
+            text.push('}');
+            text
+        }
+        Some(Value::Dict(arguments)) => {
+            head.push_str(",\"arguments\":");
+            // The arguments object is level 2 of the text.
+            write_compact_dict(&mut head, &arguments, LIBVIRT_ARGUMENT_LEVELS);
+            head.push('}');
+            head
+        }
+        _ => {
+            head.push('}');
+            head
+        }
+    }
 }
 
-impl GuestCommand {
-    fn new(name: &str, arguments: Option<&Dict>) -> GuestCommand {
-        let mut text = String::from("{\"execute\":");
-        quote_compact(&mut text, name);
-        if let Some(arguments) = arguments {
-            text.push_str(",\"arguments\":");
-            // The arguments object is level 2 of the text.
-            write_compact_dict(&mut text, arguments, LIBVIRT_ARGUMENT_LEVELS);
-        }
-        text.push('}');
-        GuestCommand {
-            name: name.to_string(),
-            text,
-        }
+/// The arguments of `qmp_capabilities` as a dict again: the parser wrote
+/// them as compact text, which parses back to the same members.
+fn reparse(text: &str) -> Option<Dict> {
+    let mut stream = Stream::new();
+    let mut items = Vec::new();
+    stream.feed(text.as_bytes(), &mut items);
+    match items.pop() {
+        Some(Parsed::Message(Value::Dict(dict))) => Some(dict),
+        _ => None,
     }
 }
 

@@ -20,6 +20,10 @@ pub enum Value {
     Str(String),
     List(Vec<Value>),
     Dict(Dict),
+    /// An object the parser wrote straight as compact JSON for libvirt,
+    /// members in the client's order: a command's `arguments`, which are
+    /// passed on, so they need no tree (see `parser`).
+    Compact(String),
 }
 
 impl Value {

@@ -46,6 +46,11 @@ pub(crate) fn write_compact_dict(out: &mut String, dict: &Dict, levels: usize) {
     write_frames(out, None, stack, Style::Compact, levels);
 }
 
+/// Compact JSON of a scalar for libvirt, as [`write_compact_dict`] writes it.
+pub(crate) fn write_compact_scalar(out: &mut String, value: &Value) {
+    write_scalar(out, value, Style::Compact);
+}
+
 /// A container being printed.
 enum Frame<'a> {
     List {
@@ -90,7 +95,19 @@ fn write_frames<'a>(
             let full = stack.len() + 1 >= levels;
             match value {
                 Value::List(_) if full => out.push_str("[]"),
-                Value::Dict(_) if full => out.push_str("{}"),
+                Value::Dict(_) | Value::Compact(_) if full => out.push_str("{}"),
+                Value::Compact(text) => match style {
+                    Style::Compact => out.push_str(text),
+                    // Only for logging: QEMU's separators and escapes, the
+                    // client's member order.
+                    Style::Qemu => {
+                        let start = out.len();
+                        if super::relay::reprint_text(out, text).is_err() {
+                            out.truncate(start);
+                            out.push_str("{}");
+                        }
+                    }
+                },
                 Value::List(items) => {
                     out.push('[');
                     stack.push(Frame::List {
@@ -159,7 +176,9 @@ fn write_scalar(out: &mut String, value: &Value, style: Style) {
             Style::Compact => write_double_round_trip(out, *number),
         },
         Value::Str(text) => write_string(out, text, style),
-        Value::List(_) | Value::Dict(_) => unreachable!("containers are not scalars"),
+        Value::List(_) | Value::Dict(_) | Value::Compact(_) => {
+            unreachable!("containers are not scalars")
+        }
     }
 }
 

@@ -403,6 +403,46 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
         });
     }
 
+    // 8. One huge command in hand.
+    if let Some(huge) = &results.huge {
+        let (qemu, proxy) = (&huge.qemu, &huge.proxy);
+        let size = huge.bytes as f64;
+        let cost = |reading: &Result<crate::huge::Peak, String>| match reading {
+            Ok(peak) => format!(
+                "{:.0} MiB ({:.0} idle, +{:.0}: ×{:.2} the message); answer: {}",
+                peak.peak as f64 / MIB,
+                peak.idle as f64 / MIB,
+                peak.peak.saturating_sub(peak.idle) as f64 / MIB,
+                peak.peak.saturating_sub(peak.idle) as f64 / size,
+                short(&peak.answer)
+            ),
+            Err(e) => format!("not measured: {e}"),
+        };
+        let growth = |reading: &Result<crate::huge::Peak, String>| {
+            reading
+                .as_ref()
+                .ok()
+                .map(|peak| peak.peak.saturating_sub(peak.idle) as f64)
+        };
+        rows.push(Row {
+            figure: 8,
+            what: format!(
+                "one valid {:.0} MiB command (a list of {} strings) in hand: peak private memory; (a): QEMU 7.2's own QMP server, no libvirt",
+                size / MIB,
+                thousands(plan.huge_strings)
+            ),
+            cells: [cost(qemu), cost(proxy), "not run".to_owned()],
+            goal: Some(Goal {
+                text: "(b)'s rise ≤ QEMU's or 2 × the message, whichever is larger".into(),
+                met: match (growth(proxy), growth(qemu)) {
+                    (Some(b), Some(a)) => Some(b <= a.max(2.0 * size)),
+                    (Some(b), None) => Some(b <= 2.0 * size),
+                    _ => None,
+                },
+            }),
+        });
+    }
+
     let mut out = String::new();
     header(&mut out, bed, plan, info, took, &results.load);
     let _ = writeln!(
@@ -596,6 +636,17 @@ fn proxy_version(program: &str) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|text| text.split_whitespace().nth(1).map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// The start of an answer, for a table cell.
+fn short(answer: &str) -> String {
+    let cut: String = answer.chars().take(90).collect();
+    let cut = cut.replace('|', "\\|");
+    if cut.len() < answer.len() {
+        format!("`{cut}…`")
+    } else {
+        format!("`{cut}`")
+    }
 }
 
 fn nonempty(samples: &[f64]) -> Option<&[f64]> {

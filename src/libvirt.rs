@@ -7,14 +7,12 @@
 //! away, the guest's own `reconnect` thread finds the same guest again by
 //! UUID, and only the same QEMU (by ID) counts as the same guest.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::enumutil::Enum;
@@ -275,15 +273,7 @@ impl Guest {
         let reply = self
             .execute(r#"{"execute":"query-version"}"#, Vec::new())
             .map_err(|failure| guest_error(format!("query-version failed: {}", failure.desc)))?;
-        let members: HashMap<String, Box<RawValue>> = serde_json::from_str(&reply.text)
-            .map_err(|e| guest_error(format!("query-version reply is not a JSON object: {e}")))?;
-        match members.get("return") {
-            Some(version) => Ok(version.get().to_owned()),
-            None => Err(guest_error(format!(
-                "query-version answered {}",
-                reply.text
-            ))),
-        }
+        crate::qmp::version_from_reply(&reply.text).map_err(guest_error)
     }
 }
 

@@ -142,6 +142,23 @@ impl Client {
         }
     }
 
+    /// Sends `message` and returns the first line after it that is not an
+    /// event, whatever it says, waiting up to `timeout` for it.
+    pub fn answer(&mut self, message: &[u8], timeout: Duration) -> Result<String, String> {
+        self.stream
+            .write_all(message)
+            .map_err(|e| format!("cannot send: {e}"))?;
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        let answer = loop {
+            let line = self.read_line().map_err(|e| format!("no reply: {e}"))?;
+            if !matches!(kind(line), Kind::Event) {
+                break String::from_utf8_lossy(line).trim_end().to_owned();
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(READ_TIMEOUT));
+        Ok(answer)
+    }
+
     /// The next complete line, LF included; blocks.
     fn read_line(&mut self) -> io::Result<&[u8]> {
         // Unread bytes already searched for a newline.

@@ -15,6 +15,7 @@
 
 mod client;
 mod floor;
+mod huge;
 mod report;
 mod server;
 mod stats;
@@ -85,6 +86,8 @@ pub struct Plan {
     pub original_commands: usize,
     /// Longest the proxy's traffic of figure 5 may take (the original's: a quarter).
     pub memory_time_cap: Duration,
+    /// Strings in figure 8's huge command.
+    pub huge_strings: usize,
     pub figures: BTreeSet<u32>,
 }
 
@@ -105,7 +108,8 @@ impl Plan {
             memory_commands: 100_000,
             original_commands: 10_000,
             memory_time_cap: Duration::from_secs(200),
-            figures: (1..=7).collect(),
+            huge_strings: 1_000_000,
+            figures: (1..=8).collect(),
         }
     }
 
@@ -122,6 +126,7 @@ impl Plan {
             memory_commands: 4000,
             original_commands: 1000,
             memory_time_cap: Duration::from_secs(40),
+            huge_strings: 100_000,
             ..Plan::full()
         }
     }
@@ -266,6 +271,8 @@ pub struct Results {
     pub fanout: Vec<(Who, usize, Vec<Delivery>)>,
     /// Figure 5 and the thread counts of 7.
     pub memory: Memory,
+    /// Figure 8: the huge command's size, and QEMU's and (b)'s peaks.
+    pub huge: Option<huge::Huge>,
     /// Figure 6: ms; the floor's in-process time and exec-to-exit.
     pub startup: [Vec<f64>; 3],
     pub startup_floor_exec: Vec<f64>,
@@ -452,7 +459,7 @@ fn run(bed: &Bed, plan: &Plan) -> Result<(), String> {
     }
     lineup.release();
     if let Some(reason) = &bed.original_missing {
-        for figure in 1..=7 {
+        for figure in 1..=8 {
             results
                 .skipped
                 .push((figure, Who::Original, reason.clone()));
@@ -577,6 +584,22 @@ fn measure(
         lineup.stop_all_if_embedded();
         memory(bed, plan, results)?;
         progress("memory done");
+    }
+    if plan.figures.contains(&8) {
+        lineup.stop_all_if_embedded();
+        let message = huge::message(plan.huge_strings);
+        let proxy = bed.start_server(Kind::Proxy).and_then(|(server, _)| {
+            let mut client = server.client()?;
+            huge::measure(server.pid(), &mut client, &message)
+        });
+        progress("huge command: proxy done; QEMU reads it a byte at a time");
+        let qemu = huge::qemu(&bed.workdir, &message);
+        results.huge = Some(huge::Huge {
+            bytes: message.len(),
+            qemu,
+            proxy,
+        });
+        progress("huge command done");
     }
     Ok(())
 }

@@ -365,7 +365,7 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
                 format!(
                     "{:.0} KB script, run by {} ({:.1} MiB) with python3-libvirt",
                     script as f64 / 1e3,
-                    program.argv[0],
+                    program_name(&program.argv[0]),
                     python as f64 / MIB
                 )
             }
@@ -400,6 +400,46 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
                 ),
             ],
             goal: None,
+        });
+    }
+
+    // 8. One huge command in hand.
+    if let Some(huge) = &results.huge {
+        let (qemu, proxy) = (&huge.qemu, &huge.proxy);
+        let size = huge.bytes as f64;
+        let cost = |reading: &Result<crate::huge::Peak, String>| match reading {
+            Ok(peak) => format!(
+                "{:.0} MiB ({:.0} idle, +{:.0}: ×{:.2} the message); answer: {}",
+                peak.peak as f64 / MIB,
+                peak.idle as f64 / MIB,
+                peak.peak.saturating_sub(peak.idle) as f64 / MIB,
+                peak.peak.saturating_sub(peak.idle) as f64 / size,
+                short(&peak.answer)
+            ),
+            Err(e) => format!("not measured: {e}"),
+        };
+        let growth = |reading: &Result<crate::huge::Peak, String>| {
+            reading
+                .as_ref()
+                .ok()
+                .map(|peak| peak.peak.saturating_sub(peak.idle) as f64)
+        };
+        rows.push(Row {
+            figure: 8,
+            what: format!(
+                "one valid {:.0} MiB command (a list of {} strings) in hand: peak private memory; (a): QEMU 7.2's own QMP server, no libvirt",
+                size / MIB,
+                thousands(plan.huge_strings)
+            ),
+            cells: [cost(qemu), cost(proxy), "not run".to_owned()],
+            goal: Some(Goal {
+                text: "(b)'s rise ≤ QEMU's or 2 × the message, whichever is larger".into(),
+                met: match (growth(proxy), growth(qemu)) {
+                    (Some(b), Some(a)) => Some(b <= a.max(2.0 * size)),
+                    (Some(b), None) => Some(b <= 2.0 * size),
+                    _ => None,
+                },
+            }),
         });
     }
 
@@ -475,14 +515,14 @@ fn header(
         "- libvirt {} (daemon side {}), QEMU {} ({}; libvirt reports {})",
         info.library, info.daemon, info.qemu, info.qemu_package, info.hypervisor
     );
+    // The URI's query names a socket or a folder of this machine.
+    let uri = info.uri.split('?').next().unwrap_or_default();
     let connection = match bed.mode {
         Mode::System => format!(
-            "qemu:///system, from a private libvirtd that the bench started ({})",
-            info.uri
+            "qemu:///system, from a private libvirtd that the bench started ({uri})"
         ),
         Mode::Embed => format!(
-            "qemu:///embed, the embedded driver (no daemon; each subject holds the guest's root in turn): {}",
-            info.uri
+            "qemu:///embed, the embedded driver (no daemon; each subject holds the guest's root in turn): {uri}"
         ),
     };
     let _ = writeln!(out, "- libvirt connection: {connection}");
@@ -501,15 +541,16 @@ fn header(
     let _ = writeln!(
         out,
         "- (b) this proxy: {} {}, driven over its socket by benches/proxy (one thread and one connection per client)",
-        bed.proxy.argv[0],
+        program_name(&bed.proxy.argv[0]),
         proxy_version(&bed.proxy.argv[0])
     );
     match (&bed.original, &bed.original_missing) {
         (Some(program), _) => {
             let _ = writeln!(
                 out,
-                "- (c) original: {} run by {}, driven like (b)",
-                program.argv[1], program.argv[0]
+                "- (c) original: libvirt's {} run by {}, driven like (b)",
+                program_name(&program.argv[1]),
+                python_version(&program.argv[0])
             );
         }
         (None, why) => {
@@ -563,6 +604,30 @@ fn machine() -> String {
     format!("{cores} cores ({model}){memory}, Linux {}", kernel.trim())
 }
 
+/// The file name of a program: the table carries no path of the machine.
+fn program_name(path: &str) -> String {
+    std::path::Path::new(path).file_name().map_or_else(
+        || path.to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// "python3 (Python 3.11.2)", from `--version`.
+fn python_version(program: &str) -> String {
+    let version = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default();
+    if version.is_empty() {
+        program_name(program)
+    } else {
+        format!("{} ({version})", program_name(program))
+    }
+}
+
 fn proxy_version(program: &str) -> String {
     std::process::Command::new(program)
         .arg("--version")
@@ -571,6 +636,17 @@ fn proxy_version(program: &str) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|text| text.split_whitespace().nth(1).map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// The start of an answer, for a table cell.
+fn short(answer: &str) -> String {
+    let cut: String = answer.chars().take(90).collect();
+    let cut = cut.replace('|', "\\|");
+    if cut.len() < answer.len() {
+        format!("`{cut}…`")
+    } else {
+        format!("`{cut}`")
+    }
 }
 
 fn nonempty(samples: &[f64]) -> Option<&[f64]> {

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The iteration order of a GLib 2.74 `GHashTable` of strings (glib/ghash.c
-//! with `g_str_hash`), which decides which member QEMU's input visitor names
-//! in `Parameter 'X' is unexpected` when several are left over
-//! (`qobject_input_check_struct` reports the first key its iterator yields).
+//! This file exists only to pick which unknown member `qmp_capabilities`
+//! names in `Parameter 'X' is unexpected` when its arguments hold several:
+//! QEMU's input visitor reports the first key a GLib 2.74 `GHashTable` of
+//! strings yields (glib/ghash.c with `g_str_hash`, walked by
+//! `qobject_input_check_struct`). Every other command's arguments are
+//! checked by QEMU itself.
 
 use super::value::{for_each_modified_utf8_byte, Dict};
 

@@ -69,15 +69,6 @@ impl TokenKind {
             _ => return None,
         })
     }
-
-    /// Whether the parser needs the token's text (structural tokens are
-    /// fully described by their kind).
-    pub(crate) fn has_text(self) -> bool {
-        matches!(
-            self,
-            TokenKind::Integer | TokenKind::Float | TokenKind::Keyword | TokenKind::String
-        )
-    }
 }
 
 /// A row where every byte is a lexical error (the C table's default).

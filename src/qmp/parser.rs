@@ -2,21 +2,28 @@
 //! QEMU's JSON parser (qobject/json-parser.c): turns the tokens of one message
 //! into a [`Value`], with QEMU's error texts and error precedence (the first
 //! error found wins, so an error inside a member beats the error about the
-//! member). The recursive descent of the C code is run on an explicit stack so
-//! that 1024 levels of nesting need no call stack.
+//! member). The recursive descent of the C code is run as a state machine
+//! over an explicit stack, fed one token at a time as the streamer accepts
+//! it, so that neither 1024 levels of nesting nor the message's tokens need
+//! to be held: only the value being built.
+//!
+//! A command's `arguments` (the `arguments` object of a top-level object)
+//! are only ever passed on to libvirt, so they are not built as a tree,
+//! which costs two to three times the text's size: they are written straight
+//! as the compact JSON libvirt gets ([`Value::Compact`]).
+
+use std::collections::HashSet;
 
 use super::lexer::TokenKind;
-use super::unicode::{decode_lossy, is_valid_codepoint, mod_utf8_codepoint};
+use super::unicode::{decode_lossy, hex4, is_valid_codepoint, mod_utf8_codepoint};
 use super::value::{dismantle, Dict, Value};
+use super::writer::{quote_compact, write_compact_scalar};
 
-/// One token of a message. Literal tokens refer to their text in the
-/// message's text buffer; structural tokens carry no text.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Token {
-    pub(crate) kind: TokenKind,
-    pub(crate) start: u32,
-    pub(crate) len: u32,
-}
+/// libvirt's JSON generator (yajl) refuses text nested 128 deep or more, and
+/// libvirt puts the arguments into `{"execute":..,"arguments":..,"id":..}`:
+/// the arguments object may be at most 126 deep. No command's arguments are
+/// that deep, so QEMU's answer does not depend on what is cut off.
+pub(crate) const LIBVIRT_ARGUMENT_LEVELS: usize = 126;
 
 /// `parse_error`: QEMU formats the detail into a 1024-byte buffer, so a
 /// detail longer than 1023 bytes (a huge keyword) comes out truncated.
@@ -34,144 +41,314 @@ enum Frame {
         dict: Dict,
         key: Option<String>,
     },
+    /// A container of the `arguments`, written into [`Parser::compact`].
+    CompactList {
+        started: bool,
+    },
+    /// Its member names are kept only to find a duplicate.
+    CompactDict {
+        names: HashSet<String>,
+        key: Option<String>,
+        started: bool,
+    },
 }
 
-struct Cursor<'a> {
-    tokens: &'a [Token],
-    text: &'a [u8],
-    next: usize,
+/// What the next token must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Value,
+    /// Just after `{` or `[`: a value, or the closer of an empty container.
+    ValueOrClose,
+    ListSeparator,
+    Colon,
+    DictSeparator,
+    /// The message's value is complete, or an error was found.
+    Nothing,
 }
 
-impl<'a> Cursor<'a> {
-    fn peek(&self) -> Result<Token, String> {
-        self.tokens
-            .get(self.next)
-            .copied()
-            .ok_or_else(|| parse_error("premature EOI"))
-    }
+/// A finished value, handed to the container around it.
+enum Piece {
+    Value(Value),
+    /// Written into the compact text.
+    Written,
+    /// A member name of a compact object, already written.
+    Name(String),
+}
 
-    fn pop(&mut self) -> Result<Token, String> {
-        let token = self.peek()?;
-        self.next += 1;
-        Ok(token)
-    }
+/// `json_parser_parse` for one message, fed token by token.
+pub(crate) struct Parser {
+    stack: Vec<Frame>,
+    expect: Expect,
+    /// The compact text of the `arguments` being parsed.
+    compact: String,
+    /// Compact containers open; the `arguments` object is level 1.
+    compact_level: usize,
+    result: Option<Result<Value, String>>,
+}
 
-    fn text(&self, token: Token) -> &'a [u8] {
-        &self.text[token.start as usize..(token.start + token.len) as usize]
+impl std::fmt::Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parser")
+            .field("depth", &self.stack.len())
+            .field("expect", &self.expect)
+            .finish()
     }
 }
 
-/// `json_parser_parse`: parses one complete message. The error is the full
-/// `desc` text QEMU reports.
-pub(crate) fn parse(tokens: &[Token], text: &[u8]) -> Result<Value, String> {
-    let mut cursor = Cursor {
-        tokens,
-        text,
-        next: 0,
-    };
-    let mut stack: Vec<Frame> = Vec::new();
-    let result = parse_with_stack(&mut cursor, &mut stack);
-    // Release partial results without deep recursion (dicts drop
-    // iteratively by themselves).
-    for frame in stack {
-        if let Frame::List(items) = frame {
-            dismantle(Value::List(items));
+impl Default for Parser {
+    fn default() -> Parser {
+        Parser {
+            stack: Vec::new(),
+            expect: Expect::Value,
+            compact: String::new(),
+            compact_level: 0,
+            result: None,
         }
     }
-    result
 }
 
-fn parse_with_stack(cursor: &mut Cursor<'_>, stack: &mut Vec<Frame>) -> Result<Value, String> {
-    loop {
-        // parse_value: start a value; scalars and empty containers are
-        // complete at once, other containers become a frame.
-        let token = cursor.peek()?;
-        let mut value = match token.kind {
-            TokenKind::LCurly => {
-                cursor.pop()?;
-                if cursor.peek()?.kind == TokenKind::RCurly {
-                    cursor.pop()?;
-                    Value::Dict(Dict::new())
-                } else {
-                    stack.push(Frame::Dict {
+impl Parser {
+    /// Takes the next token of the message; `text` is its text.
+    pub(crate) fn token(&mut self, kind: TokenKind, text: &[u8]) {
+        let closes = |frame: Option<&Frame>| match frame {
+            Some(Frame::List(_) | Frame::CompactList { .. }) => kind == TokenKind::RSquare,
+            Some(Frame::Dict { .. } | Frame::CompactDict { .. }) => kind == TokenKind::RCurly,
+            None => false,
+        };
+        match self.expect {
+            Expect::Nothing => {}
+            Expect::Value => self.start_value(kind, text),
+            Expect::ValueOrClose if closes(self.stack.last()) => self.close(),
+            Expect::ValueOrClose => self.start_value(kind, text),
+            Expect::Colon if kind == TokenKind::Colon => self.expect = Expect::Value,
+            Expect::Colon => self.fail(parse_error("missing : in object pair")),
+            Expect::ListSeparator | Expect::DictSeparator if kind == TokenKind::Comma => {
+                self.expect = Expect::Value
+            }
+            Expect::ListSeparator | Expect::DictSeparator if closes(self.stack.last()) => {
+                self.close()
+            }
+            Expect::ListSeparator => self.fail(parse_error("expected separator in list")),
+            Expect::DictSeparator => self.fail(parse_error("expected separator in dict")),
+        }
+    }
+
+    /// The message is complete: its value or its first error. The parser is
+    /// then ready for the next message.
+    pub(crate) fn finish(&mut self) -> Result<Value, String> {
+        let result = self.result.take();
+        self.reset();
+        // The streamer ends a message only where its tokens end a value.
+        result.unwrap_or_else(|| Err(parse_error("premature EOI")))
+    }
+
+    /// Drops the message so far.
+    pub(crate) fn reset(&mut self) {
+        self.release();
+        self.expect = Expect::Value;
+        self.result = None;
+    }
+
+    /// Frees what the message holds, without deep recursion (dicts drop
+    /// iteratively by themselves).
+    fn release(&mut self) {
+        for frame in self.stack.drain(..) {
+            if let Frame::List(items) = frame {
+                dismantle(Value::List(items));
+            }
+        }
+        self.compact = String::new();
+        self.compact_level = 0;
+    }
+
+    fn fail(&mut self, desc: String) {
+        self.release();
+        self.result = Some(Err(desc));
+        self.expect = Expect::Nothing;
+    }
+
+    fn in_compact(&self) -> bool {
+        matches!(
+            self.stack.last(),
+            Some(Frame::CompactList { .. } | Frame::CompactDict { .. })
+        )
+    }
+
+    /// Whether what goes into the innermost compact container is written:
+    /// containers at the last level libvirt accepts are written empty.
+    fn visible(&self) -> bool {
+        self.compact_level < LIBVIRT_ARGUMENT_LEVELS
+    }
+
+    /// `parse_value`: scalars and empty containers are complete at once,
+    /// other containers become a frame.
+    fn start_value(&mut self, kind: TokenKind, text: &[u8]) {
+        let compact = self.in_compact();
+        let name_expected = match self.stack.last_mut() {
+            Some(Frame::CompactList { started }) => {
+                if std::mem::replace(started, true) && self.compact_level < LIBVIRT_ARGUMENT_LEVELS
+                {
+                    self.compact.push(',');
+                }
+                false
+            }
+            Some(Frame::CompactDict {
+                key: None, started, ..
+            }) => {
+                if std::mem::replace(started, true) && self.compact_level < LIBVIRT_ARGUMENT_LEVELS
+                {
+                    self.compact.push(',');
+                }
+                true
+            }
+            _ => false,
+        };
+        let piece = match kind {
+            TokenKind::LCurly | TokenKind::LSquare => {
+                let frame = if compact || self.opens_arguments(kind) {
+                    self.compact_level += 1;
+                    let (open, empty) = match kind {
+                        TokenKind::LCurly => ("{", "{}"),
+                        _ => ("[", "[]"),
+                    };
+                    match self.compact_level {
+                        level if level < LIBVIRT_ARGUMENT_LEVELS => self.compact.push_str(open),
+                        LIBVIRT_ARGUMENT_LEVELS => self.compact.push_str(empty),
+                        _ => {}
+                    }
+                    match kind {
+                        TokenKind::LCurly => Frame::CompactDict {
+                            names: HashSet::new(),
+                            key: None,
+                            started: false,
+                        },
+                        _ => Frame::CompactList { started: false },
+                    }
+                } else if kind == TokenKind::LCurly {
+                    Frame::Dict {
                         dict: Dict::new(),
                         key: None,
-                    });
-                    continue;
-                }
-            }
-            TokenKind::LSquare => {
-                cursor.pop()?;
-                if cursor.peek()?.kind == TokenKind::RSquare {
-                    cursor.pop()?;
-                    Value::List(Vec::new())
+                    }
                 } else {
-                    stack.push(Frame::List(Vec::new()));
-                    continue;
-                }
+                    Frame::List(Vec::new())
+                };
+                self.stack.push(frame);
+                self.expect = Expect::ValueOrClose;
+                return;
             }
             TokenKind::Integer | TokenKind::Float | TokenKind::String => {
-                cursor.pop()?;
-                parse_literal(token.kind, cursor.text(token))?
-            }
-            TokenKind::Keyword => {
-                cursor.pop()?;
-                parse_keyword(cursor.text(token))?
-            }
-            _ => return Err(parse_error("expecting value")),
-        };
-
-        // Hand the finished value to the enclosing containers, closing each
-        // one that ends here.
-        loop {
-            let Some(frame) = stack.last_mut() else {
-                return Ok(value);
-            };
-            match frame {
-                Frame::List(items) => {
-                    items.push(value);
-                    match cursor.pop()?.kind {
-                        TokenKind::RSquare => {}
-                        TokenKind::Comma => break,
-                        _ => return Err(parse_error("expected separator in list")),
-                    }
+                match parse_literal(kind, text) {
+                    Ok(value) => value,
+                    Err(desc) => return self.fail(desc),
                 }
-                Frame::Dict { dict, key } => match key.take() {
-                    None => {
-                        // parse_pair: the value just parsed is the member name.
-                        let Value::Str(name) = value else {
-                            dismantle(value);
-                            return Err(parse_error("key is not a string in object"));
-                        };
-                        if cursor.pop()?.kind != TokenKind::Colon {
-                            return Err(parse_error("missing : in object pair"));
-                        }
+            }
+            TokenKind::Keyword => match parse_keyword(text) {
+                Ok(value) => value,
+                Err(desc) => return self.fail(desc),
+            },
+            _ => return self.fail(parse_error("expecting value")),
+        };
+        let piece = if !compact {
+            Piece::Value(piece)
+        } else if let (true, Value::Str(name)) = (name_expected, &piece) {
+            if self.visible() {
+                quote_compact(&mut self.compact, name);
+                self.compact.push(':');
+            }
+            let Value::Str(name) = piece else {
+                unreachable!("matched as a string above")
+            };
+            Piece::Name(name)
+        } else {
+            if self.visible() {
+                write_compact_scalar(&mut self.compact, &piece);
+            }
+            Piece::Written
+        };
+        self.complete(piece);
+    }
+
+    /// Whether `{` starts the `arguments` member of a top-level object.
+    fn opens_arguments(&self, kind: TokenKind) -> bool {
+        kind == TokenKind::LCurly
+            && matches!(self.stack.as_slice(), [Frame::Dict { key: Some(key), .. }] if key == "arguments")
+    }
+
+    /// Closes the innermost container and hands it on.
+    fn close(&mut self) {
+        let piece = match self.stack.pop() {
+            Some(Frame::List(items)) => Piece::Value(Value::List(items)),
+            Some(Frame::Dict { dict, .. }) => Piece::Value(Value::Dict(dict)),
+            Some(frame) => {
+                if self.compact_level < LIBVIRT_ARGUMENT_LEVELS {
+                    self.compact.push(match frame {
+                        Frame::CompactDict { .. } => '}',
+                        _ => ']',
+                    });
+                }
+                self.compact_level -= 1;
+                if self.compact_level == 0 {
+                    Piece::Value(Value::Compact(std::mem::take(&mut self.compact)))
+                } else {
+                    Piece::Written
+                }
+            }
+            None => unreachable!("a closer is expected only inside a container"),
+        };
+        self.complete(piece);
+    }
+
+    /// Hands a finished value to the container around it.
+    fn complete(&mut self, piece: Piece) {
+        let value = |piece: Piece| match piece {
+            Piece::Value(value) => value,
+            Piece::Written | Piece::Name(_) => unreachable!("compact text stays in compact frames"),
+        };
+        match self.stack.last_mut() {
+            None => {
+                self.result = Some(Ok(value(piece)));
+                self.expect = Expect::Nothing;
+            }
+            Some(Frame::List(items)) => {
+                items.push(value(piece));
+                self.expect = Expect::ListSeparator;
+            }
+            Some(Frame::CompactList { .. }) => self.expect = Expect::ListSeparator,
+            Some(Frame::Dict { dict, key }) => match key.take() {
+                // parse_pair: the value just parsed is the member name.
+                None => match value(piece) {
+                    Value::Str(name) => {
                         *key = Some(name);
-                        break;
+                        self.expect = Expect::Colon;
                     }
-                    Some(name) => {
-                        if dict.contains_key(&name) {
-                            dismantle(value);
-                            return Err(parse_error("duplicate key"));
-                        }
-                        dict.insert(name, value);
-                        match cursor.pop()?.kind {
-                            TokenKind::RCurly => {}
-                            TokenKind::Comma => {
-                                cursor.peek()?;
-                                break;
-                            }
-                            _ => return Err(parse_error("expected separator in dict")),
-                        }
+                    other => {
+                        dismantle(other);
+                        self.fail(parse_error("key is not a string in object"));
                     }
                 },
-            }
-            // The container just closed; it is the value to hand on.
-            value = match stack.pop() {
-                Some(Frame::List(items)) => Value::List(items),
-                Some(Frame::Dict { dict, .. }) => Value::Dict(dict),
-                None => unreachable!("a frame was on the stack"),
-            };
+                Some(name) => {
+                    let member = value(piece);
+                    if dict.contains_key(&name) {
+                        dismantle(member);
+                        return self.fail(parse_error("duplicate key"));
+                    }
+                    dict.insert(name, member);
+                    self.expect = Expect::DictSeparator;
+                }
+            },
+            Some(Frame::CompactDict { names, key, .. }) => match (key.take(), piece) {
+                (None, Piece::Name(name)) => {
+                    *key = Some(name);
+                    self.expect = Expect::Colon;
+                }
+                (None, _) => self.fail(parse_error("key is not a string in object")),
+                (Some(name), _) => {
+                    if !names.insert(name) {
+                        return self.fail(parse_error("duplicate key"));
+                    }
+                    self.expect = Expect::DictSeparator;
+                }
+            },
         }
     }
 }
@@ -211,19 +388,6 @@ fn parse_literal(kind: TokenKind, text: &[u8]) -> Result<Value, String> {
     }
     // Both strtod and Rust round correctly; out of range gives +-inf or 0.
     Ok(Value::Double(number.parse::<f64>().unwrap_or(0.0)))
-}
-
-/// `cvt4hex`: four hex digits at `position`, or None. Bytes past the end of
-/// the token read as the C string's NUL, which is not a hex digit.
-fn cvt4hex(text: &[u8], position: usize) -> Option<u32> {
-    let mut codepoint = 0;
-    for offset in 0..4 {
-        let digit = text
-            .get(position + offset)
-            .and_then(|&byte| char::from(byte).to_digit(16))?;
-        codepoint = (codepoint << 4) | digit;
-    }
-    Some(codepoint)
 }
 
 /// `parse_string`: decodes a string token (quotes included), accepting
@@ -272,14 +436,14 @@ fn parse_string(token: &[u8]) -> Result<String, String> {
             b'r' => '\r',
             b't' => '\t',
             b'u' => {
-                let mut codepoint = cvt4hex(token, position);
+                let mut codepoint = hex4(token, position);
                 position += 4;
                 if let Some(high @ 0xD800..=0xDBFF) = codepoint {
                     if token.get(position) == Some(&b'\\') && token.get(position + 1) == Some(&b'u')
                     {
                         // A leading surrogate followed by \u: only a trailing
                         // surrogate completes it.
-                        codepoint = match cvt4hex(token, position + 2) {
+                        codepoint = match hex4(token, position + 2) {
                             Some(low @ 0xDC00..=0xDFFF) => {
                                 position += 6;
                                 Some(0x10000 + ((high & 0x3FF) << 10) + (low & 0x3FF))
@@ -313,22 +477,13 @@ fn parse_string(token: &[u8]) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    /// Tokenises `text` naively (tests only feed well-separated tokens).
+    /// Feeds the tokens of one message and finishes it.
     fn parse_text(pieces: &[(TokenKind, &str)]) -> Result<Value, String> {
-        let mut text = Vec::new();
-        let tokens: Vec<Token> = pieces
-            .iter()
-            .map(|&(kind, piece)| {
-                let start = text.len() as u32;
-                text.extend_from_slice(piece.as_bytes());
-                Token {
-                    kind,
-                    start,
-                    len: piece.len() as u32,
-                }
-            })
-            .collect();
-        parse(&tokens, &text)
+        let mut parser = Parser::default();
+        for &(kind, text) in pieces {
+            parser.token(kind, text.as_bytes());
+        }
+        parser.finish()
     }
 
     #[test]
@@ -369,12 +524,9 @@ mod tests {
         // A raw NUL never reaches the parser (the lexer rejects it), but C0 80 does.
         let mut text = b"\"a".to_vec();
         text.extend_from_slice(b"\xC0\x80b\\u0000\"");
-        let tokens = [Token {
-            kind: TokenKind::String,
-            start: 0,
-            len: text.len() as u32,
-        }];
-        assert_eq!(parse(&tokens, &text), Ok(Value::Str("a\0b\0".into())));
+        let mut parser = Parser::default();
+        parser.token(TokenKind::String, &text);
+        assert_eq!(parser.finish(), Ok(Value::Str("a\0b\0".into())));
     }
 
     #[test]

@@ -2,20 +2,15 @@
 //! One client connection's request handling: what QEMU's monitor does with
 //! each parsed item (monitor/qmp.c, qapi/qmp-dispatch.c), capabilities
 //! negotiation (monitor/qmp-cmds-control.c and the generated marshaller of
-//! `qmp_capabilities`), and turning libvirt's answers into QEMU's reply lines.
+//! `qmp_capabilities`). The lines it answers with are made in `reply`.
 
-use super::reprint::{for_each_member, reprint_value, Malformed};
-use super::stream::Parsed;
+use super::parser::LIBVIRT_ARGUMENT_LEVELS;
+use super::reply::{error, success_line};
+use super::stream::{Parsed, Stream};
 use super::value::{dismantle, Dict, Value};
-use super::writer::{quote_compact, quote_qemu, write_compact, write_qemu};
+use super::writer::{quote_compact, write_compact_dict};
 
-/// libvirt's JSON generator (yajl) refuses text nested 128 deep or more, and
-/// libvirt puts the arguments into `{"execute":..,"arguments":..,"id":..}`:
-/// the arguments object may be at most 126 deep. No command's arguments are
-/// that deep, so QEMU's answer does not depend on what is cut off.
-const LIBVIRT_ARGUMENT_LEVELS: usize = 126;
-
-const GENERIC_ERROR: &str = "GenericError";
+pub(crate) const GENERIC_ERROR: &str = "GenericError";
 const COMMAND_NOT_FOUND: &str = "CommandNotFound";
 
 /// What to do with one parsed item.
@@ -33,7 +28,8 @@ pub struct Command {
     /// The `execute` member.
     pub name: String,
     /// `{"execute":NAME,"arguments":{...}}` for libvirt, without the client's
-    /// id; `arguments` only if the client gave it, members in the client's order.
+    /// id; `arguments` only if the client gave it, members in the client's
+    /// order, at most 126 levels deep (deeper containers are written empty).
     pub json: String,
     /// The client's `id`, echoed in the reply.
     pub id: Option<Value>,
@@ -45,15 +41,15 @@ pub struct Session {
     negotiated: bool,
 }
 
-/// An error reply: class and desc.
-struct Failure {
+/// Why a request is refused: the class and desc of its error reply.
+struct Refusal {
     class: &'static str,
     desc: String,
 }
 
-impl Failure {
-    fn generic(desc: impl Into<String>) -> Failure {
-        Failure {
+impl Refusal {
+    fn generic(desc: impl Into<String>) -> Refusal {
+        Refusal {
             class: GENERIC_ERROR,
             desc: desc.into(),
         }
@@ -90,12 +86,9 @@ impl Session {
         let id = request.remove("id");
         let outcome = self.dispatch(&request);
         let line = match outcome {
-            Ok(Some(guest)) => {
-                return Action::Execute(Command {
-                    name: guest.name,
-                    json: guest.text,
-                    id,
-                })
+            Ok(Some(name)) => {
+                let json = command_text(&name, request.remove("arguments"));
+                return Action::Execute(Command { name, json, id });
             }
             Ok(None) => success_line("{}", id.as_ref()),
             Err(failure) => error(failure.class, &failure.desc, id.as_ref()),
@@ -108,18 +101,26 @@ impl Session {
     }
 
     /// `qmp_dispatch` up to running the command. Ok(None) is a local
-    /// success (`{"return": {}}`), Ok(Some) a command for the guest.
-    fn dispatch(&mut self, request: &Dict) -> Result<Option<GuestCommand>, Failure> {
+    /// success (`{"return": {}}`), Ok(Some) the name of a command for the
+    /// guest.
+    fn dispatch(&mut self, request: &Dict) -> Result<Option<String>, Refusal> {
         let name = check_request(request)?;
-        let arguments = request.get("arguments").and_then(Value::as_dict);
         if name == "qmp_capabilities" {
+            let reparsed;
+            let arguments = match request.get("arguments") {
+                Some(Value::Compact(text)) => {
+                    reparsed = reparse(text);
+                    reparsed.as_ref()
+                }
+                other => other.and_then(Value::as_dict),
+            };
             self.qmp_capabilities(arguments)?;
             return Ok(None);
         }
         if !self.negotiated {
             // Only qmp_capabilities exists yet; monitor_qmp_dispatch replaces
             // the desc of every CommandNotFound in this mode.
-            return Err(Failure {
+            return Err(Refusal {
                 class: COMMAND_NOT_FOUND,
                 desc: "Expecting capabilities negotiation with 'qmp_capabilities'".into(),
             });
@@ -128,20 +129,20 @@ impl Session {
             // No QEMU command name holds U+0000, and libvirt handles command
             // text as C strings, so such a name is answered here, as QEMU
             // answers it.
-            return Err(Failure {
+            return Err(Refusal {
                 class: COMMAND_NOT_FOUND,
                 desc: format!("The command {name} has not been found"),
             });
         }
-        Ok(Some(GuestCommand::new(name, arguments)))
+        Ok(Some(name.to_owned()))
     }
 
     /// The generated `qmp_marshal_qmp_capabilities` followed by
     /// `qmp_qmp_capabilities`.
-    fn qmp_capabilities(&mut self, arguments: Option<&Dict>) -> Result<(), Failure> {
+    fn qmp_capabilities(&mut self, arguments: Option<&Dict>) -> Result<(), Refusal> {
         let enabled = visit_capabilities_arguments(arguments)?;
         if self.negotiated {
-            return Err(Failure {
+            return Err(Refusal {
                 class: COMMAND_NOT_FOUND,
                 desc: "Capabilities negotiation is already complete, command ignored".into(),
             });
@@ -149,7 +150,7 @@ impl Session {
         // qmp_caps_accept: this server offers no capability, so every
         // requested one is unavailable (repeats included).
         if !enabled.is_empty() {
-            return Err(Failure::generic(format!(
+            return Err(Refusal::generic(format!(
                 "Capability {} not available",
                 enabled.join(", ")
             )));
@@ -162,21 +163,21 @@ impl Session {
 /// `qmp_dispatch_check_obj` with OOB disabled: members are checked in QDict
 /// order, so the first failure in that order wins. Returns the command name.
 /// The `id` member, always allowed, has already been taken out.
-fn check_request(request: &Dict) -> Result<&str, Failure> {
+fn check_request(request: &Dict) -> Result<&str, Refusal> {
     let mut command = None;
     for (name, value) in request.iter() {
         match name {
             "execute" => match value {
                 Value::Str(command_name) => command = Some(command_name.as_str()),
                 _ => {
-                    return Err(Failure::generic(
+                    return Err(Refusal::generic(
                         "QMP input member 'execute' must be a string",
                     ))
                 }
             },
             "arguments" => {
-                if !matches!(value, Value::Dict(_)) {
-                    return Err(Failure::generic(
+                if !matches!(value, Value::Dict(_) | Value::Compact(_)) {
+                    return Err(Refusal::generic(
                         "QMP input member 'arguments' must be an object",
                     ));
                 }
@@ -184,37 +185,37 @@ fn check_request(request: &Dict) -> Result<&str, Failure> {
             // `exec-oob` is only a command member once OOB is enabled, which
             // never happens here.
             other => {
-                return Err(Failure::generic(format!(
+                return Err(Refusal::generic(format!(
                     "QMP input member '{other}' is unexpected"
                 )))
             }
         }
     }
-    command.ok_or_else(|| Failure::generic("QMP input lacks member 'execute'"))
+    command.ok_or_else(|| Refusal::generic("QMP input lacks member 'execute'"))
 }
 
 /// The QObject input visitor over `qmp_capabilities`' arguments
 /// (`enable: ['QMPCapability']`, optional). Returns the requested names.
-fn visit_capabilities_arguments(arguments: Option<&Dict>) -> Result<Vec<&str>, Failure> {
+fn visit_capabilities_arguments(arguments: Option<&Dict>) -> Result<Vec<&str>, Refusal> {
     let mut enabled = Vec::new();
     let Some(arguments) = arguments else {
         return Ok(enabled);
     };
     if let Some(enable) = arguments.get("enable") {
         let Value::List(items) = enable else {
-            return Err(Failure::generic(
+            return Err(Refusal::generic(
                 "Invalid parameter type for 'enable', expected: array",
             ));
         };
         for (index, item) in items.iter().enumerate() {
             let Value::Str(capability) = item else {
-                return Err(Failure::generic(format!(
+                return Err(Refusal::generic(format!(
                     "Invalid parameter type for 'enable[{index}]', expected: string"
                 )));
             };
             // The enum visitor names list elements "null".
             if capability != "oob" {
-                return Err(Failure::generic(format!(
+                return Err(Refusal::generic(format!(
                     "Parameter 'null' does not accept value '{capability}'"
                 )));
             }
@@ -224,138 +225,51 @@ fn visit_capabilities_arguments(arguments: Option<&Dict>) -> Result<Vec<&str>, F
     // visit_check_struct: a member not consumed is unexpected; with several,
     // GLib's hash table order picks the one named.
     if let Some(name) = super::ghash::first_unvisited(arguments, &["enable"]) {
-        return Err(Failure::generic(format!(
+        return Err(Refusal::generic(format!(
             "Parameter '{name}' is unexpected"
         )));
     }
     Ok(enabled)
 }
 
-/// The guest-bound part of a request.
-struct GuestCommand {
-    name: String,
-    text: String,
-}
-
-impl GuestCommand {
-    fn new(name: &str, arguments: Option<&Dict>) -> GuestCommand {
-        let mut text = String::from("{\"execute\":");
-        quote_compact(&mut text, name);
-        if let Some(arguments) = arguments {
-            text.push_str(",\"arguments\":");
-            write_compact_dict(&mut text, arguments);
+/// `{"execute":NAME,"arguments":{...}}` for libvirt. The compact text the
+/// parser wrote for the arguments becomes the command's text in place, so
+/// that a huge command is not copied once more.
+fn command_text(name: &str, arguments: Option<Value>) -> String {
+    let mut head = String::from("{\"execute\":");
+    quote_compact(&mut head, name);
+    match arguments {
+        Some(Value::Compact(mut text)) => {
+            head.push_str(",\"arguments\":");
+            text.reserve_exact(head.len() + 1);
+            text.insert_str(0, &head);
+            text.push('}');
+            text
         }
-        text.push('}');
-        GuestCommand {
-            name: name.to_string(),
-            text,
-        }
-    }
-}
-
-/// Compact JSON of the client's `arguments`, in the client's member order.
-fn write_compact_dict(out: &mut String, dict: &Dict) {
-    out.push('{');
-    for (index, (name, value)) in dict.iter_insertion_order().enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        quote_compact(out, name);
-        out.push(':');
-        // The member's value starts at level 2.
-        write_compact(out, value, LIBVIRT_ARGUMENT_LEVELS - 1);
-    }
-    out.push('}');
-}
-
-impl Command {
-    /// Turns libvirt's reply text into the line QEMU would have sent
-    /// (`\r\n`-terminated), with this command's id.
-    ///
-    /// libvirt's text is QEMU's reply re-serialised compactly with libvirt's
-    /// own `id`; that id is dropped and the client's put where QEMU puts it.
-    /// Text that is not such a reply gives a GenericError line.
-    pub fn reply(&self, libvirt_reply: &str) -> String {
-        match relay_reply(libvirt_reply, self.id.as_ref()) {
-            Ok(line) => line,
-            Err(Malformed) => self.error(GENERIC_ERROR, "Malformed reply from libvirt"),
-        }
-    }
-
-    /// A QMP error for this command (class, desc) with its id, as QEMU
-    /// prints it.
-    pub fn error(&self, class: &str, desc: &str) -> String {
-        error(class, desc, self.id.as_ref())
-    }
-}
-
-/// Single pass over libvirt's reply: the `return` or `error` member is
-/// re-printed straight into the line, other members are skipped.
-fn relay_reply(text: &str, id: Option<&Value>) -> Result<String, Malformed> {
-    let mut line = String::with_capacity(text.len() + text.len() / 8 + 64);
-    let mut scratch = String::new();
-    let mut found = false;
-    for_each_member(text, |name, start| match name {
-        "return" | "error" if !found => {
-            found = true;
-            if name == "return" {
-                // {"return": R, "id": ID}: "return" hashes before "id".
-                line.push_str("{\"return\": ");
-                let end = reprint_value(&mut line, text, start)?;
-                push_id_member(&mut line, ", ", id, "");
-                line.push('}');
-                Ok(end)
-            } else {
-                // {"id": ID, "error": E}: "id" hashes before "error".
-                line.push('{');
-                push_id_member(&mut line, "", id, ", ");
-                line.push_str("\"error\": ");
-                let end = reprint_value(&mut line, text, start)?;
-                line.push('}');
-                Ok(end)
-            }
+        Some(Value::Dict(arguments)) => {
+            head.push_str(",\"arguments\":");
+            // The arguments object is level 2 of the text.
+            write_compact_dict(&mut head, &arguments, LIBVIRT_ARGUMENT_LEVELS);
+            head.push('}');
+            head
         }
         _ => {
-            scratch.clear();
-            reprint_value(&mut scratch, text, start)
+            head.push('}');
+            head
         }
-    })?;
-    if !found {
-        return Err(Malformed);
-    }
-    line.push_str("\r\n");
-    Ok(line)
-}
-
-fn push_id_member(line: &mut String, before: &str, id: Option<&Value>, after: &str) {
-    if let Some(id) = id {
-        line.push_str(before);
-        line.push_str("\"id\": ");
-        write_qemu(line, id);
-        line.push_str(after);
     }
 }
 
-/// `{"return": RETURN_TEXT, "id": ID}\r\n` for a reply made here.
-fn success_line(return_text: &str, id: Option<&Value>) -> String {
-    let mut line = String::from("{\"return\": ");
-    line.push_str(return_text);
-    push_id_member(&mut line, ", ", id, "");
-    line.push_str("}\r\n");
-    line
-}
-
-/// A QMP error line with an optional id, as QEMU prints it
-/// (`qmp_error_response` plus the id, in QDict order).
-pub fn error(class: &str, desc: &str, id: Option<&Value>) -> String {
-    let mut line = String::from("{");
-    push_id_member(&mut line, "", id, ", ");
-    line.push_str("\"error\": {\"class\": ");
-    quote_qemu(&mut line, class);
-    line.push_str(", \"desc\": ");
-    quote_qemu(&mut line, desc);
-    line.push_str("}}\r\n");
-    line
+/// The arguments of `qmp_capabilities` as a dict again: the parser wrote
+/// them as compact text, which parses back to the same members.
+fn reparse(text: &str) -> Option<Dict> {
+    let mut stream = Stream::new();
+    let mut items = Vec::new();
+    stream.feed(text.as_bytes(), &mut items);
+    match items.pop() {
+        Some(Parsed::Message(Value::Dict(dict))) => Some(dict),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -513,88 +427,6 @@ mod tests {
             // libvirt's yajl generator accepts at most 127 levels.
             assert_eq!(depth(&command.json), (lists + 2).min(127), "{lists} lists");
         }
-    }
-
-    #[test]
-    fn success_reply_puts_id_after_return() {
-        let command = Command {
-            name: "query-status".into(),
-            json: String::new(),
-            id: Some(Value::Str("s".into())),
-        };
-        assert_eq!(
-            command.reply(r#"{"return":{"status":"running","singlestep":false,"running":true},"id":"libvirt-12"}"#),
-            "{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}, \"id\": \"s\"}\r\n"
-        );
-        let anonymous = Command {
-            id: None,
-            ..command
-        };
-        assert_eq!(
-            anonymous.reply(r#"{"id":"libvirt-1","return":{}}"#),
-            "{\"return\": {}}\r\n"
-        );
-    }
-
-    #[test]
-    fn error_reply_puts_id_first() {
-        let command = Command {
-            name: "device_del".into(),
-            json: String::new(),
-            id: Some(Value::Int(3)),
-        };
-        assert_eq!(
-            command.reply(r#"{"id":"libvirt-7","error":{"class":"DeviceNotFound","desc":"Device 'x\u00e9' not found"}}"#),
-            "{\"id\": 3, \"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device 'x\\u00E9' not found\"}}\r\n"
-        );
-        assert_eq!(
-            command.error("GenericError", "guest went away"),
-            "{\"id\": 3, \"error\": {\"class\": \"GenericError\", \"desc\": \"guest went away\"}}\r\n"
-        );
-    }
-
-    #[test]
-    fn malformed_libvirt_reply_becomes_an_error() {
-        let command = Command {
-            name: "x".into(),
-            json: String::new(),
-            id: None,
-        };
-        assert!(command
-            .reply("{\"id\":\"libvirt-1\"}")
-            .contains("GenericError"));
-        assert!(command.reply("not json").contains("GenericError"));
-    }
-
-    #[test]
-    fn hardcoded_member_orders_match_qdict_order() {
-        // The reply and error lines are written by hand; QDict order must agree.
-        let bucket = Dict::bucket_of;
-        assert!(bucket("return") < bucket("id"));
-        assert!(bucket("id") < bucket("error"));
-        assert!(bucket("class") < bucket("desc"));
-        assert!(bucket("version") < bucket("capabilities"));
-        assert!(bucket("timestamp") < bucket("event") && bucket("event") < bucket("data"));
-        assert!(bucket("seconds") < bucket("microseconds"));
-    }
-
-    #[test]
-    fn large_reply_is_relayed_quickly() {
-        let items: Vec<String> = (0..5000)
-            .map(|n| format!(r#"{{"name":"command-{n}","ret-type":"{n}","meta-type":"command","arg-type":"0"}}"#))
-            .collect();
-        let text = format!(r#"{{"return":[{}],"id":"libvirt-2"}}"#, items.join(","));
-        assert!(text.len() > 200_000);
-        let command = Command {
-            name: "query-qmp-schema".into(),
-            json: String::new(),
-            id: Some(Value::Int(1)),
-        };
-        let started = std::time::Instant::now();
-        let line = command.reply(&text);
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        assert!(line.starts_with("{\"return\": [{\"name\": \"command-0\", \"ret-type\": \"0\""));
-        assert!(line.ends_with("}], \"id\": 1}\r\n"));
     }
 
     #[test]

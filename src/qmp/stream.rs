@@ -4,15 +4,16 @@
 //! qobject/json-streamer.c). Bytes go in; complete messages, lexical errors
 //! and limit errors come out in the order QEMU would report them.
 //!
-//! Tokens are stored compactly: the texts of a message's literal tokens share
-//! one byte buffer, followed by the token being lexed, and each token is a
-//! small record pointing into it.
+//! QEMU queues a message's tokens and parses them once it is complete; here
+//! each token goes to the parser as soon as the streamer accepts it, which
+//! gives the same answers (the first error wins, and a limit error throws
+//! the message away either way) without holding the tokens.
 
 use super::lexer::{
     TokenKind, IN_DQ_STRING, IN_RECOVERY, IN_SQ_STRING, IN_START, JSON_ERROR, LOOKAHEAD,
     TRANSITIONS,
 };
-use super::parser::{self, Token};
+use super::parser::Parser;
 use super::unicode::decode_lossy;
 use super::value::Value;
 
@@ -23,10 +24,9 @@ const MAX_TOKEN_COUNT: usize = 2 << 20;
 /// Deepest nesting of `{` and `[` together.
 const MAX_NESTING: i64 = 1 << 10;
 
-/// Buffers that grew past these sizes for one big message are released once
+/// A token buffer that grew past this for one big token is released once
 /// it is done, so memory returns to its usual level.
 const KEEP_TEXT_CAPACITY: usize = 256 << 10;
-const KEEP_TOKEN_CAPACITY: usize = 16 << 10;
 
 /// One item read from the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,11 +43,11 @@ pub enum Parsed {
 pub struct Stream {
     /// Lexer state.
     state: u8,
-    /// Texts of the message's literal tokens, then the token being lexed.
+    /// The token being lexed.
     text: Vec<u8>,
-    /// Length of `text` that belongs to tokens already accepted.
-    committed: usize,
-    tokens: Vec<Token>,
+    /// Tokens of the message so far.
+    token_count: usize,
+    parser: Parser,
     /// Total length of the message's token texts (structural ones included).
     token_size: usize,
     brace_count: i64,
@@ -65,8 +65,8 @@ impl Stream {
         Stream {
             state: IN_START,
             text: Vec::new(),
-            committed: 0,
-            tokens: Vec::new(),
+            token_count: 0,
+            parser: Parser::default(),
             token_size: 0,
             brace_count: 0,
             bracket_count: 0,
@@ -110,12 +110,15 @@ impl Stream {
     }
 
     fn current_len(&self) -> usize {
-        self.text.len() - self.committed
+        self.text.len()
     }
 
     /// Drops the token being lexed (`g_string_truncate(lexer->token, 0)`).
     fn clear_current(&mut self) {
-        self.text.truncate(self.committed);
+        self.text.clear();
+        if self.text.capacity() > KEEP_TEXT_CAPACITY {
+            self.text = Vec::new();
+        }
     }
 
     /// `json_lexer_feed_char`: runs the state machine on one byte; a byte
@@ -165,7 +168,7 @@ impl Stream {
     /// A lexical error: the partial token, offending byte included, is
     /// reported, and the message so far is thrown away.
     fn report_stray(&mut self, out: &mut Vec<Parsed>) {
-        let stray = decode_lossy(&self.text[self.committed..]);
+        let stray = decode_lossy(&self.text);
         self.finish(
             out,
             Parsed::Error(format!("JSON parse error, stray '{stray}'")),
@@ -186,7 +189,7 @@ impl Stream {
         if self.token_size + len + 1 > MAX_TOKEN_SIZE {
             return self.finish(out, Parsed::Error("JSON token size limit exceeded".into()));
         }
-        if self.tokens.len() + 1 > MAX_TOKEN_COUNT {
+        if self.token_count + 1 > MAX_TOKEN_COUNT {
             return self.finish(out, Parsed::Error("JSON token count limit exceeded".into()));
         }
         if self.bracket_count + self.brace_count > MAX_NESTING {
@@ -196,24 +199,15 @@ impl Stream {
             );
         }
 
-        let start = self.committed as u32;
-        if kind.has_text() {
-            self.committed = self.text.len();
-        } else {
-            self.clear_current();
-        }
-        self.tokens.push(Token {
-            kind,
-            start,
-            len: len as u32,
-        });
+        self.parser.token(kind, &self.text);
+        self.token_count += 1;
         self.token_size += len;
 
         let open = self.brace_count > 0 || self.bracket_count > 0;
         if open && self.brace_count >= 0 && self.bracket_count >= 0 {
             return;
         }
-        let parsed = match parser::parse(&self.tokens, &self.text) {
+        let parsed = match self.parser.finish() {
             Ok(value) => Parsed::Message(value),
             Err(desc) => Parsed::Error(desc),
         };
@@ -224,16 +218,10 @@ impl Stream {
     fn finish(&mut self, out: &mut Vec<Parsed>, item: Parsed) {
         self.brace_count = 0;
         self.bracket_count = 0;
-        self.tokens.clear();
-        self.text.clear();
-        self.committed = 0;
+        self.token_count = 0;
         self.token_size = 0;
-        if self.text.capacity() > KEEP_TEXT_CAPACITY {
-            self.text = Vec::new();
-        }
-        if self.tokens.capacity() > KEEP_TOKEN_CAPACITY {
-            self.tokens = Vec::new();
-        }
+        self.clear_current();
+        self.parser.reset();
         out.push(item);
     }
 }
@@ -490,7 +478,6 @@ mod tests {
         stream.feed(big.as_bytes(), &mut out);
         assert_eq!(out.len(), 1);
         assert!(stream.text.capacity() <= KEEP_TEXT_CAPACITY);
-        assert!(stream.tokens.capacity() <= KEEP_TOKEN_CAPACITY);
     }
 
     #[test]
@@ -517,6 +504,35 @@ mod tests {
                 error("JSON parse error, stray '\"\t'"),
                 Parsed::Message(Value::Str("\u{7f}".into())),
             ]
+        );
+    }
+
+    #[test]
+    fn arguments_are_checked_like_any_object() {
+        let out = feed_all(&[br#"{"execute":"x","arguments":{"a":1,"b":{"c":[]},"a":2}}
+{"arguments":{"a":[1 2]},"execute":"x"}
+{"execute":"x","arguments":{"a":{1:2}}}
+{"execute":"x","arguments":{"a":"\x"},"arguments":{}}
+{"execute":"x","arguments":{"a":1},"arguments":{}}"#]);
+        assert_eq!(
+            errors_only(&out),
+            [
+                "JSON parse error, duplicate key",
+                "JSON parse error, expected separator in list",
+                "JSON parse error, key is not a string in object",
+                "JSON parse error, invalid escape sequence in string",
+                "JSON parse error, duplicate key",
+            ]
+        );
+        let out = feed_all(&[br#"{"arguments":{"b":'\u00e9"',"a":[1E2,-0]},"id":1}"#]);
+        let [Parsed::Message(Value::Dict(request))] = out.as_slice() else {
+            panic!("one message: {out:?}");
+        };
+        assert_eq!(
+            request.get("arguments"),
+            Some(&Value::Compact(
+                "{\"b\":\"\u{e9}\\\"\",\"a\":[100.0,0]}".into()
+            ))
         );
     }
 }

@@ -12,6 +12,15 @@ pub(crate) fn is_valid_codepoint(codepoint: u32) -> bool {
         && !(0xD800..=0xDFFF).contains(&codepoint)
 }
 
+/// `cvt4hex`: the four hex digits at `position` of a `\u` escape, or None.
+/// Bytes past the end read as the C string's NUL, which is not a hex digit.
+pub(crate) fn hex4(bytes: &[u8], position: usize) -> Option<u32> {
+    let digits = bytes.get(position..position.checked_add(4)?)?;
+    digits.iter().try_fold(0, |codepoint, &byte| {
+        Some((codepoint << 4) | char::from(byte).to_digit(16)?)
+    })
+}
+
 /// `mod_utf8_codepoint(s, 6, &end)`: decodes the sequence at the start of
 /// `bytes` and returns the code point (None if invalid) and the number of
 /// bytes consumed. Bytes past the end of the slice read as NUL, like the C

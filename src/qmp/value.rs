@@ -20,6 +20,10 @@ pub enum Value {
     Str(String),
     List(Vec<Value>),
     Dict(Dict),
+    /// An object the parser wrote straight as compact JSON for libvirt,
+    /// members in the client's order: a command's `arguments`, which are
+    /// passed on, so they need no tree (see `parser`).
+    Compact(String),
 }
 
 impl Value {
@@ -225,7 +229,6 @@ impl Drop for Dict {
     }
 }
 
-/// Length of `ch` in QEMU's modified UTF-8 (U+0000 takes two bytes).
 /// Calls `f` with each byte of `key` as QEMU stores it: modified UTF-8,
 /// where U+0000 is `C0 80`.
 pub(crate) fn for_each_modified_utf8_byte(key: &str, mut f: impl FnMut(u8)) {

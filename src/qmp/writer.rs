@@ -30,13 +30,25 @@ pub(crate) fn write_qemu(out: &mut String, value: &Value) {
     write_value(out, value, Style::Qemu, usize::MAX);
 }
 
-/// Compact JSON for libvirt: members in insertion order, strings as raw UTF-8
-/// with only the escapes JSON requires, numbers that QEMU parses back to the
-/// same QNum (integers stay integers, doubles keep a `.` or an exponent).
-/// A container at nesting level `levels` (`value` itself is level 1) is
+/// Compact JSON of an object for libvirt: members in insertion order (a
+/// command's `arguments`, in the client's order), strings as raw UTF-8 with
+/// only the escapes JSON requires, numbers that QEMU parses back to the same
+/// QNum (integers stay integers, doubles keep a `.` or an exponent). A
+/// container at nesting level `levels` (the dict itself is level 1) is
 /// written empty, so that the text is at most `levels` deep.
-pub(crate) fn write_compact(out: &mut String, value: &Value, levels: usize) {
-    write_value(out, value, Style::Compact, levels);
+pub(crate) fn write_compact_dict(out: &mut String, dict: &Dict, levels: usize) {
+    if levels <= 1 {
+        out.push_str("{}");
+        return;
+    }
+    out.push('{');
+    let stack = vec![dict_frame(dict, Style::Compact)];
+    write_frames(out, None, stack, Style::Compact, levels);
+}
+
+/// Compact JSON of a scalar for libvirt, as [`write_compact_dict`] writes it.
+pub(crate) fn write_compact_scalar(out: &mut String, value: &Value) {
+    write_scalar(out, value, Style::Compact);
 }
 
 /// A container being printed.
@@ -53,19 +65,49 @@ enum Frame<'a> {
     },
 }
 
+fn dict_frame(dict: &Dict, style: Style) -> Frame<'_> {
+    let order = (style == Style::Qemu).then(|| dict.qdict_order());
+    Frame::Dict {
+        dict,
+        order,
+        next: 0,
+    }
+}
+
 fn write_value(out: &mut String, root: &Value, style: Style, levels: usize) {
+    write_frames(out, Some(root), Vec::new(), style, levels);
+}
+
+/// Writes `pending`, then closes every container open on `stack`.
+fn write_frames<'a>(
+    out: &mut String,
+    mut pending: Option<&'a Value>,
+    mut stack: Vec<Frame<'a>>,
+    style: Style,
+    levels: usize,
+) {
     let (separator, name_separator) = match style {
         Style::Qemu => (", ", ": "),
         Style::Compact => (",", ":"),
     };
-    let mut stack: Vec<Frame<'_>> = Vec::new();
-    let mut pending = Some(root);
     loop {
         if let Some(value) = pending.take() {
             let full = stack.len() + 1 >= levels;
             match value {
                 Value::List(_) if full => out.push_str("[]"),
-                Value::Dict(_) if full => out.push_str("{}"),
+                Value::Dict(_) | Value::Compact(_) if full => out.push_str("{}"),
+                Value::Compact(text) => match style {
+                    Style::Compact => out.push_str(text),
+                    // Only for logging: QEMU's separators and escapes, the
+                    // client's member order.
+                    Style::Qemu => {
+                        let start = out.len();
+                        if super::relay::reprint_text(out, text).is_err() {
+                            out.truncate(start);
+                            out.push_str("{}");
+                        }
+                    }
+                },
                 Value::List(items) => {
                     out.push('[');
                     stack.push(Frame::List {
@@ -75,12 +117,7 @@ fn write_value(out: &mut String, root: &Value, style: Style, levels: usize) {
                 }
                 Value::Dict(dict) => {
                     out.push('{');
-                    let order = (style == Style::Qemu).then(|| dict.qdict_order());
-                    stack.push(Frame::Dict {
-                        dict,
-                        order,
-                        next: 0,
-                    });
+                    stack.push(dict_frame(dict, style));
                 }
                 scalar => write_scalar(out, scalar, style),
             }
@@ -139,7 +176,9 @@ fn write_scalar(out: &mut String, value: &Value, style: Style) {
             Style::Compact => write_double_round_trip(out, *number),
         },
         Value::Str(text) => write_string(out, text, style),
-        Value::List(_) | Value::Dict(_) => unreachable!("containers are not scalars"),
+        Value::List(_) | Value::Dict(_) | Value::Compact(_) => {
+            unreachable!("containers are not scalars")
+        }
     }
 }
 
@@ -302,7 +341,7 @@ mod tests {
 
     fn compact(value: &Value) -> String {
         let mut out = String::new();
-        write_compact(&mut out, value, usize::MAX);
+        write_value(&mut out, value, Style::Compact, usize::MAX);
         out
     }
 

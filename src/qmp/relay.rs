@@ -5,6 +5,7 @@
 //! and re-encoded the way json-writer.c's `quoted_str` does it, and member
 //! order and number texts are kept, as they already are QEMU's.
 
+use super::unicode::hex4;
 use super::writer::push_codepoint_qemu;
 
 /// The text is not the JSON it should be.
@@ -84,15 +85,6 @@ pub(crate) fn reprint_value(
     }
 }
 
-/// Reads four hex digits.
-fn hex4(bytes: &[u8], position: usize) -> Result<u32, Malformed> {
-    let digits = bytes.get(position..position + 4).ok_or(Malformed)?;
-    digits.iter().try_fold(0, |codepoint, &byte| {
-        let digit = char::from(byte).to_digit(16).ok_or(Malformed)?;
-        Ok((codepoint << 4) | digit)
-    })
-}
-
 /// Decodes the JSON string at `start` (its opening quote), handing each
 /// piece to `sink`: runs of printable ASCII that need no escaping as text,
 /// everything else as a code point. Returns the position after the closing quote.
@@ -129,12 +121,12 @@ fn scan_string(
                     b'r' => 0x0D,
                     b't' => 0x09,
                     b'u' => {
-                        let mut codepoint = hex4(bytes, position)?;
+                        let mut codepoint = hex4(bytes, position).ok_or(Malformed)?;
                         position += 4;
                         if (0xD800..0xDC00).contains(&codepoint)
                             && bytes.get(position..position + 2) == Some(b"\\u")
                         {
-                            if let Ok(low @ 0xDC00..=0xDFFF) = hex4(bytes, position + 2) {
+                            if let Some(low @ 0xDC00..=0xDFFF) = hex4(bytes, position + 2) {
                                 codepoint = 0x10000 + ((codepoint - 0xD800) << 10) + (low - 0xDC00);
                                 position += 6;
                             }

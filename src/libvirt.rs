@@ -7,12 +7,14 @@
 //! away, the guest's own `reconnect` thread finds the same guest again by
 //! UUID, and only the same QEMU (by ID) counts as the same guest.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::enumutil::Enum;
@@ -66,6 +68,11 @@ const QUIT_EVENT_WAIT: Duration = Duration::from_secs(1);
 /// monitor instead.
 const QUIT_REPLY: &str = r#"{"return":{}}"#;
 
+/// Longest string libvirt's RPC carries (REMOTE_STRING_MAX): a longer
+/// command to a daemon is refused by libvirt's client only after it has
+/// built its whole request, so it is refused here first.
+const REMOTE_STRING_MAX: usize = 4 * 1024 * 1024;
+
 /// A running QEMU guest, reached through a libvirt connection that a
 /// thread of its own re-establishes if libvirt goes away.
 pub struct Guest {
@@ -98,6 +105,8 @@ struct State {
     /// The reconnect thread's inbox.
     requests: Sender<Reconnect>,
     quit: Arc<QuitSeen>,
+    /// Commands travel over libvirt's RPC (not the embedded driver).
+    remote: bool,
 }
 
 /// QEMU's SHUTDOWN event for a QMP `quit` (reason host-qmp-quit), marked in
@@ -248,6 +257,7 @@ impl Guest {
             notices,
             requests,
             quit,
+            remote: !actual_uri.starts_with("qemu:///embed"),
         });
         let (ended, reconnect_ended) = mpsc::channel();
         let keeper = Arc::clone(&state);
@@ -503,6 +513,15 @@ impl Monitor for Guest {
         let state = &*self.state;
         if !state.connected.load(Ordering::Acquire) {
             return Err(lost());
+        }
+        if state.remote && command.len() > REMOTE_STRING_MAX {
+            return Err(Failure {
+                desc: format!(
+                    "the command is {} bytes long; libvirt carries at most {REMOTE_STRING_MAX} \
+                     to its daemon",
+                    command.len()
+                ),
+            });
         }
         let link = sync::lock(&state.link);
         let Some(Link {

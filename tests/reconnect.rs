@@ -164,3 +164,22 @@ fn a_guest_started_again_while_libvirt_was_away_is_another_guest() {
         proxy.stderr()
     );
 }
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn a_command_too_long_for_libvirt_rpc_gets_a_clear_error() {
+    let daemon = Daemon::start("long");
+    let proxy = Proxy::start(daemon.uri(), daemon.guest(), &[]);
+    let mut client = proxy.connect_negotiated();
+    let long = "a".repeat(5 * 1024 * 1024);
+    let reply = client.command(&format!(
+        r#"{{"execute":"qom-get","arguments":{{"path":"{long}","property":"x"}},"id":1}}"#
+    ));
+    assert_eq!(reply["id"], 1, "{reply}");
+    assert_eq!(reply["error"]["class"], "GenericError", "{reply}");
+    let desc = reply["error"]["desc"].as_str().unwrap();
+    assert!(desc.contains("libvirt carries at most 4194304"), "{desc}");
+    // Nothing was lost: the same connection goes on.
+    let reply = client.command(r#"{"execute":"query-status"}"#);
+    assert_eq!(reply["return"]["status"], "running", "{reply}");
+}

@@ -6,9 +6,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::sync;
 
 /// The thread that runs libvirt's default event loop.
 pub struct EventLoop {
@@ -27,20 +28,14 @@ impl EventLoop {
         })?;
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stopping);
-        let thread = thread::Builder::new()
-            .name("events".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Acquire) {
-                    if let Err(e) = virt::event::event_run_default_impl() {
-                        crate::error!("libvirt event loop: {}", e.message());
-                        break;
-                    }
+        let thread = sync::spawn("events", None, move || {
+            while !flag.load(Ordering::Acquire) {
+                if let Err(e) = virt::event::event_run_default_impl() {
+                    crate::error!("libvirt event loop: {}", e.message());
+                    break;
                 }
-            })
-            .map_err(|source| Error::Io {
-                what: "cannot start the event loop thread",
-                source,
-            })?;
+            }
+        })?;
         Ok(EventLoop {
             stopping,
             thread: Some(thread),

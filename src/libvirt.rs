@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -133,10 +133,7 @@ impl QuitSeen {
             return false;
         }
         let mark = sync::lock(&self.mark);
-        let (mark, _) = self
-            .changed
-            .wait_timeout_while(mark, QUIT_EVENT_WAIT, |mark| mark.is_none())
-            .unwrap_or_else(PoisonError::into_inner);
+        let mark = sync::wait_while(&self.changed, mark, QUIT_EVENT_WAIT, |mark| mark.is_none());
         let Some(mark) = mark.clone() else {
             return false;
         };

@@ -3,7 +3,7 @@
 //! lost for good, signals. Everything that can end serving or must reach
 //! the clients arrives as one `Notice` on one channel.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::sync;
@@ -48,10 +48,7 @@ impl Mark {
     /// Waits up to `limit` for `set`; true if it came.
     pub fn wait(&self, limit: Duration) -> bool {
         let reached = sync::lock(&self.reached);
-        let (reached, _) = self
-            .changed
-            .wait_timeout_while(reached, limit, |reached| !*reached)
-            .unwrap_or_else(PoisonError::into_inner);
+        let reached = sync::wait_while(&self.changed, reached, limit, |reached| !*reached);
         *reached
     }
 }

@@ -17,9 +17,9 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::ffi;
+use crate::{ffi, sync};
 
 /// Lines that may wait for a client before it counts as not reading.
 pub const QUEUE_LINES: usize = 64;
@@ -92,13 +92,11 @@ impl Output {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 
     fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed
-            .wait(state)
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::wait(&self.changed, state)
     }
 
     /// Sends a reply with `files` attached, after whatever is queued. Blocks

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -230,13 +230,9 @@ fn spawn_fan_out(
     listener: UnixListener,
     deliver: fn(&Registry, Arc<str>),
 ) -> Result<JoinHandle<Stop>> {
-    spawn("fanout", 256 * 1024, move || {
+    sync::spawn("fanout", Some(256 * 1024), move || {
         let stopping = StopServing { registry, listener };
         fan_out(&notices, &stopping.registry, deliver)
-    })
-    .map_err(|source| Error::Io {
-        what: "cannot start the event fan-out thread",
-        source,
     })
 }
 
@@ -338,17 +334,6 @@ impl Drop for Leaving {
     }
 }
 
-fn spawn<T: Send + 'static>(
-    name: &str,
-    stack_size: usize,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<JoinHandle<T>> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .stack_size(stack_size)
-        .spawn(body)
-}
-
 /// The client threads still running. They are detached, so that each
 /// releases its stack as it ends, rather than when somebody joins it.
 #[derive(Default)]
@@ -369,7 +354,7 @@ impl Drop for Running {
 
 impl Threads {
     fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.running)
     }
 
     /// Starts a client thread with the default stack size: glibc caches
@@ -399,11 +384,7 @@ impl Threads {
             if left.is_zero() {
                 return false;
             }
-            running = self
-                .ended
-                .wait_timeout(running, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            running = sync::wait_while(&self.ended, running, left, |_| false);
         }
         true
     }
@@ -434,7 +415,7 @@ struct Entry {
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.clients)
     }
 
     fn add(&self, client: u64, output: Arc<Output>, negotiated: Arc<AtomicBool>) {
@@ -452,7 +433,7 @@ impl Registry {
         let last = clients.entries.is_empty();
         drop(clients);
         self.room.notify_all();
-        let mut trimmed = self.trimmed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut trimmed = sync::lock(&self.trimmed);
         if last || trimmed.is_none_or(|at| at.elapsed() >= TRIM_INTERVAL) {
             *trimmed = Some(Instant::now());
             ffi::release_free_memory();
@@ -473,10 +454,7 @@ impl Registry {
     fn wait_for_room(&self, max: usize) -> bool {
         let mut clients = self.lock();
         while clients.entries.len() >= max && !clients.stopping {
-            clients = self
-                .room
-                .wait(clients)
-                .unwrap_or_else(PoisonError::into_inner);
+            clients = sync::wait(&self.room, clients);
         }
         !clients.stopping
     }

@@ -6,8 +6,9 @@
 //! poisoned lock is taken as it is: every structure behind one stays
 //! consistent between statements.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -31,4 +32,22 @@ pub fn spawn<T: Send + 'static>(
         name: name.to_owned(),
         source,
     })
+}
+
+/// Waits on `changed`, also when a thread panicked while holding the lock.
+pub fn wait<'a, T>(changed: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    changed.wait(guard).unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits on `changed` while `blocked` holds, at most `limit`.
+pub fn wait_while<'a, T>(
+    changed: &Condvar,
+    guard: MutexGuard<'a, T>,
+    limit: Duration,
+    blocked: impl FnMut(&mut T) -> bool,
+) -> MutexGuard<'a, T> {
+    changed
+        .wait_timeout_while(guard, limit, blocked)
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .0
 }

@@ -356,6 +356,22 @@ impl Proxy {
     /// `program` is its command line before them, e.g. `PYTHON_PROXY` (the
     /// original tool, as a baseline).
     pub fn start_with(program: &[&str], uri: &str, domain: &str, extra_args: &[&str]) -> Proxy {
+        Proxy::launch(program, uri, domain, extra_args, None)
+    }
+
+    /// Like `start`, with the proxy's stderr going to `stderr` (e.g. /dev/full)
+    /// instead of a file: `Proxy::stderr` then has nothing to show.
+    pub fn start_with_stderr(uri: &str, domain: &str, extra_args: &[&str], stderr: Stdio) -> Proxy {
+        Proxy::launch(&[PROXY_BIN], uri, domain, extra_args, Some(stderr))
+    }
+
+    fn launch(
+        program: &[&str],
+        uri: &str,
+        domain: &str,
+        extra_args: &[&str],
+        stderr: Option<Stdio>,
+    ) -> Proxy {
         let (bin, program_args) = program.split_first().expect("program names a binary");
         let dir = unique_path("proxy");
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
@@ -364,6 +380,7 @@ impl Proxy {
             let path = dir.join(name);
             File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
         };
+        let stderr = stderr.unwrap_or_else(|| create("stderr").into());
         let child = Command::new(bin)
             .args(program_args)
             .arg("-c")
@@ -373,7 +390,7 @@ impl Proxy {
             .arg(&socket)
             .stdin(Stdio::null())
             .stdout(create("stdout"))
-            .stderr(create("stderr"))
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
         let mut proxy = Proxy {

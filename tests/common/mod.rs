@@ -15,6 +15,7 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod daemon;
 pub mod files;
 pub mod process;
@@ -537,7 +538,8 @@ impl Drop for Proxy {
 /// Why `Client::next_line` returned no line.
 #[derive(Debug)]
 pub enum ReadEnd {
-    /// Nothing (or no whole line) came within the timeout; holds what came.
+    /// Nothing (or no whole line) came within the timeout; holds a copy of
+    /// what came, which stays buffered for the next read.
     Timeout(Vec<u8>),
     /// The peer closed the connection; holds an unterminated last line.
     Eof(Vec<u8>),
@@ -550,6 +552,9 @@ pub enum ReadEnd {
 pub struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Bytes at the start of `buf` already known to hold no newline, so that
+    /// a long line arriving in many reads is scanned once.
+    scanned: usize,
     timeout: Duration,
     held: VecDeque<Value>,
     /// Events that `read_reply`, `command` and `wait_event` skipped, in order.
@@ -585,6 +590,7 @@ impl Client {
         Client {
             stream,
             buf: Vec::new(),
+            scanned: 0,
             timeout: READ_TIMEOUT,
             held: VecDeque::new(),
             events: Vec::new(),
@@ -618,23 +624,27 @@ impl Client {
             .unwrap_or_else(|e| panic!("cannot send {:?}: {e}", String::from_utf8_lossy(bytes)));
     }
 
-    /// Reads one line, terminator included, or says why there is none.
+    /// Reads one line, terminator included, or says why there is none. A
+    /// partial line is never lost: after a timeout it stays buffered.
     pub fn next_line(&mut self, timeout: Duration) -> Result<Vec<u8>, ReadEnd> {
         let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; 16384];
         loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(end) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + end;
+                self.scanned = 0;
                 return Ok(self.buf.drain(..=end).collect());
             }
+            self.scanned = self.buf.len();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ReadEnd::Timeout(std::mem::take(&mut self.buf)));
+                return Err(ReadEnd::Timeout(self.buf.clone()));
             }
             self.stream
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .expect("a non-zero read timeout is valid");
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(ReadEnd::Eof(std::mem::take(&mut self.buf))),
+                Ok(0) => return Err(ReadEnd::Eof(self.take_partial())),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -643,15 +653,21 @@ impl Client {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(ReadEnd::Timeout(std::mem::take(&mut self.buf)))
+                    return Err(ReadEnd::Timeout(self.buf.clone()))
                 }
                 // The peer closed with our data unread: an end like EOF.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return Err(ReadEnd::Eof(std::mem::take(&mut self.buf)))
+                    return Err(ReadEnd::Eof(self.take_partial()))
                 }
                 Err(e) => return Err(ReadEnd::Error(e)),
             }
         }
+    }
+
+    /// Takes what is buffered, at an end after which nothing more comes.
+    fn take_partial(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
     }
 
     /// Reads one line with its terminator; panics on timeout or EOF.
@@ -741,8 +757,10 @@ impl Client {
                     let text = String::from_utf8_lossy(&line);
                     lines.push(text.trim_end_matches(['\r', '\n']).to_owned());
                 }
-                Err(ReadEnd::Timeout(got)) | Err(ReadEnd::Eof(got)) => {
-                    // Keep a partial line for the next read.
+                // A partial line after a timeout stays buffered.
+                Err(ReadEnd::Timeout(_)) => return lines,
+                Err(ReadEnd::Eof(got)) => {
+                    // Keep an unterminated last line for the next read.
                     self.buf = got;
                     return lines;
                 }

@@ -564,12 +564,17 @@ pub struct Client {
 impl Client {
     /// Connects to `path` and reads the greeting line (returned without CRLF).
     pub fn connect(path: impl AsRef<Path>) -> (Client, String) {
+        let mut client = Client::open(path);
+        let greeting = client.read_line();
+        (client, greeting)
+    }
+
+    /// Connects to `path` without reading anything.
+    pub fn open(path: impl AsRef<Path>) -> Client {
         let path = path.as_ref();
         let stream = UnixStream::connect(path)
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
-        let mut client = Client::from_stream(stream);
-        let greeting = client.read_line();
-        (client, greeting)
+        Client::from_stream(stream)
     }
 
     /// Connects to `path`, checks the greeting's shape and negotiates.
@@ -617,8 +622,9 @@ impl Client {
         );
     }
 
-    /// Writes `bytes` as they are.
-    pub fn send(&mut self, bytes: &[u8]) {
+    /// Writes `bytes` (or text) as they are.
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let bytes = bytes.as_ref();
         self.stream
             .write_all(bytes)
             .unwrap_or_else(|e| panic!("cannot send {:?}: {e}", String::from_utf8_lossy(bytes)));
@@ -766,6 +772,14 @@ impl Client {
                 }
                 Err(ReadEnd::Error(e)) => panic!("cannot read: {e}"),
             }
+        }
+    }
+
+    /// Asserts that nothing comes for `wait` and the connection stays open.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        match self.next_line(wait) {
+            Err(ReadEnd::Timeout(got)) if got.is_empty() => {}
+            other => panic!("expected silence for {wait:?}, got {other:?}"),
         }
     }
 

@@ -357,7 +357,7 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vqqp-socket-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("vqmp-socket-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir

@@ -37,6 +37,13 @@ pub enum Error {
     SocketInUse { path: PathBuf },
     /// The socket path holds something that is not a socket: left alone.
     PathTaken { path: PathBuf, kind: &'static str },
+    /// Another process held the lock on the socket's directory too long.
+    DirectoryBusy {
+        dir: PathBuf,
+        waited: std::time::Duration,
+    },
+    /// The socket's directory could not be locked.
+    DirectoryLock { dir: PathBuf, source: io::Error },
     /// The socket could not be checked, created or listened on.
     Socket { path: PathBuf, source: io::Error },
     /// An operating system call failed.
@@ -91,6 +98,17 @@ impl fmt::Display for Error {
                 "'{}' exists and is a {kind}, not a socket; refusing to replace it",
                 path.display()
             ),
+            Error::DirectoryBusy { dir, waited } => write!(
+                f,
+                "cannot lock '{}' to create or remove the socket: another process held it for {} s",
+                dir.display(),
+                waited.as_secs()
+            ),
+            Error::DirectoryLock { dir, source } => write!(
+                f,
+                "cannot lock '{}' to create or remove the socket: {source}",
+                dir.display()
+            ),
             Error::Socket { path, source } => {
                 write!(f, "cannot listen on '{}': {source}", path.display())
             }
@@ -111,7 +129,8 @@ impl std::error::Error for Error {
             Error::Connect { source, .. } | Error::Libvirt { source, .. } => Some(source),
             Error::Socket { source, .. }
             | Error::Io { source, .. }
-            | Error::Thread { source, .. } => Some(source),
+            | Error::Thread { source, .. }
+            | Error::DirectoryLock { source, .. } => Some(source),
             _ => None,
         }
     }

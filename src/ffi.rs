@@ -67,6 +67,68 @@ pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
     Ok(UnixListener::from(socket))
 }
 
+/// Connects to the UNIX socket at `path` without ever blocking: a full
+/// listen backlog gives `WouldBlock` instead of a wait, and a bound socket
+/// nobody listens on gives `ConnectionRefused`.
+pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    // SAFETY: a zeroed sockaddr_un is a valid value (family 0, empty path).
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= address.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (slot, byte) in address.sun_path.iter_mut().zip(bytes) {
+        *slot = *byte as c_char;
+    }
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain syscall; the returned descriptor is checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `address` is a valid sockaddr_un of `length` bytes that outlives the call.
+    let connected = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            &address as *const libc::sockaddr_un as *const libc::sockaddr,
+            length,
+        )
+    };
+    if connected < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixStream::from(socket))
+}
+
+/// Takes an exclusive flock(2) on `file` without waiting: false if another
+/// open file holds it. The lock goes with the descriptor's last close.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor `file` owns; no memory involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    match error.kind() {
+        io::ErrorKind::WouldBlock => Ok(false),
+        _ => Err(error),
+    }
+}
+
+/// Sets the listen backlog of `listener` (a second listen(2) does), so that
+/// tests can fill it.
+#[cfg(test)]
+pub fn set_backlog(listener: &UnixListener, backlog: c_int) -> io::Result<()> {
+    // SAFETY: listen on a descriptor `listener` owns; no memory involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes every thread allocate from glibc's main arena. By default glibc
 /// gives threads arenas of their own (up to 8 per core), each keeping the
 /// memory its threads freed: with a thread per client that is megabytes

@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! A few logging macros over `eprintln!`, with one level set at start-up.
+//! A few logging macros over stderr, with one level set at start-up.
 //!
-//! One `eprintln!` holds stderr's lock for the whole call, so lines from
-//! different threads never interleave. No timestamps: journald adds its own.
+//! Each line is formatted first and written with one call under stderr's
+//! lock, so lines from different threads never interleave. A failed write
+//! (stderr on a full disk, a pipe whose reader went away) is dropped:
+//! logging never stops the proxy, unlike `eprintln!`, which panics. No
+//! timestamps: journald adds its own.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// How much goes to stderr.
@@ -26,6 +31,14 @@ pub fn init(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
+/// Writes `message` and a newline to stderr in one write; a failure is
+/// dropped, as there is nowhere left to report it.
+pub fn line(message: fmt::Arguments<'_>) {
+    let mut text = message.to_string();
+    text.push('\n');
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Whether messages of `level` are shown.
 pub fn enabled(level: Level) -> bool {
     LEVEL.load(Ordering::Relaxed) >= level as u8
@@ -33,14 +46,14 @@ pub fn enabled(level: Level) -> bool {
 
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)*) => { eprintln!("error: {}", format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::line(format_args!("error: {}", format_args!($($arg)*))) };
 }
 
 #[macro_export]
 macro_rules! warn {
     ($($arg:tt)*) => {
         if $crate::log::enabled($crate::log::Level::Info) {
-            eprintln!("warning: {}", format_args!($($arg)*))
+            $crate::log::line(format_args!("warning: {}", format_args!($($arg)*)))
         }
     };
 }
@@ -49,7 +62,7 @@ macro_rules! warn {
 macro_rules! info {
     ($($arg:tt)*) => {
         if $crate::log::enabled($crate::log::Level::Info) {
-            eprintln!($($arg)*)
+            $crate::log::line(format_args!($($arg)*))
         }
     };
 }
@@ -59,7 +72,7 @@ macro_rules! info {
 macro_rules! traffic {
     ($($arg:tt)*) => {
         if $crate::log::enabled($crate::log::Level::Traffic) {
-            eprintln!($($arg)*)
+            $crate::log::line(format_args!($($arg)*))
         }
     };
 }
@@ -68,7 +81,7 @@ macro_rules! traffic {
 macro_rules! debug {
     ($($arg:tt)*) => {
         if $crate::log::enabled($crate::log::Level::Debug) {
-            eprintln!("debug: {}", format_args!($($arg)*))
+            $crate::log::line(format_args!("debug: {}", format_args!($($arg)*)))
         }
     };
 }

@@ -3,6 +3,7 @@
 //! outcome to an exit status (0 clean stop, 1 failure, 2 usage).
 
 use std::env;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use virt_qemu_qmp_proxy::cli::{self, Command, USAGE};
@@ -13,16 +14,10 @@ const PROG: &str = "virt-qemu-qmp-proxy";
 fn main() -> ExitCode {
     let config = match cli::parse(env::args_os().skip(1)) {
         Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("{PROG} {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
+        Ok(Command::Help) => return print(format_args!("{USAGE}")),
+        Ok(Command::Version) => return print(format_args!("{PROG} {}", env!("CARGO_PKG_VERSION"))),
         Err(e) => {
-            eprintln!("{PROG}: {e}\nTry '{PROG} --help'.");
+            log::line(format_args!("{PROG}: {e}\nTry '{PROG} --help'."));
             return ExitCode::from(2);
         }
     };
@@ -30,8 +25,21 @@ fn main() -> ExitCode {
     match server::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{PROG}: {e}");
+            log::line(format_args!("{PROG}: {e}"));
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints `text` on stdout for --help and --version; output that cannot be
+/// written is a failure (exit 1), as in coreutils, never a panic.
+fn print(text: std::fmt::Arguments<'_>) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::line(format_args!("{PROG}: cannot write to stdout: {e}"));
+            ExitCode::from(1)
         }
     }
 }

@@ -2,16 +2,34 @@
 //! The listening socket file: created safely, removed only if still ours.
 //!
 //! The proxy never deletes a file that is not its own socket: an existing
-//! path is replaced only when it is a socket nobody listens on.
+//! path is replaced only when it is a socket nobody listens on. Creation
+//! and removal hold an flock(2) on the socket's directory, so that two
+//! proxies on one path never both take the same socket for stale; the
+//! socket listens under a temporary name before it is linked into place, so
+//! that nobody (locking or not) ever sees it bound but not yet listening.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ffi;
+
+/// How long creation and removal wait for the directory's lock: any user
+/// can lock a shared directory such as /tmp, so never for ever.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// How often a held lock is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// The room for a socket path in `sockaddr_un`, its NUL excluded.
+const SUN_PATH_MAX: usize = 107;
 
 /// The listening socket; its file is removed on drop if it is still the
 /// one this process made (same device and inode).
@@ -29,19 +47,17 @@ impl Socket {
             path: path.to_owned(),
             source,
         };
+        let _lock = DirectoryLock::take(path)?;
         match fs::symlink_metadata(path) {
             Ok(existing) if existing.file_type().is_socket() => remove_stale(path)?,
-            Ok(existing) => {
-                return Err(Error::PathTaken {
-                    path: path.to_owned(),
-                    kind: describe(&existing.file_type()),
-                })
-            }
+            Ok(existing) => return Err(taken(path, &existing)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(failed(e)),
         }
-        let listener = ffi::listen_private(path).map_err(failed)?;
-        let created = fs::symlink_metadata(path).map_err(failed)?;
+        let (listener, created) = match temporary_name(path) {
+            Some(temporary) => listen_and_link(path, &temporary)?,
+            None => listen_in_place(path)?,
+        };
         Ok(Socket {
             listener,
             path: path.to_owned(),
@@ -52,7 +68,19 @@ impl Socket {
 }
 
 impl Drop for Socket {
+    /// Runs while `listener` is still open and under the directory's lock,
+    /// so that no proxy starting meanwhile can replace the file between the
+    /// check and the unlink.
     fn drop(&mut self) {
+        let _lock = match DirectoryLock::take(&self.path) {
+            Ok(lock) => lock,
+            Err(e) => {
+                // A stale socket left behind is replaced at the next start;
+                // an unlink without the lock could remove a live one.
+                warn!("{e}; leaving '{}' in place", self.path.display());
+                return;
+            }
+        };
         let still_ours = fs::symlink_metadata(&self.path).is_ok_and(|now| {
             now.file_type().is_socket() && now.dev() == self.device && now.ino() == self.inode
         });
@@ -62,23 +90,177 @@ impl Drop for Socket {
     }
 }
 
-/// Removes a socket file nobody listens on; refuses a live one.
+/// An exclusive flock(2) on the directory that holds a socket path;
+/// released when the descriptor closes. Unlike a lock file, it leaves
+/// nothing behind.
+struct DirectoryLock {
+    _directory: File,
+}
+
+impl DirectoryLock {
+    /// Locks the directory of `path`, waiting at most `LOCK_WAIT`.
+    fn take(path: &Path) -> Result<DirectoryLock> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // std opens O_RDONLY | O_CLOEXEC, which a directory accepts.
+        let directory = File::open(dir).map_err(|source| Error::Socket {
+            path: path.to_owned(),
+            source,
+        })?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match ffi::try_lock_exclusive(&directory) {
+                Ok(true) => {
+                    return Ok(DirectoryLock {
+                        _directory: directory,
+                    })
+                }
+                Ok(false) if Instant::now() < deadline => thread::sleep(LOCK_RETRY),
+                Ok(false) => {
+                    return Err(Error::DirectoryBusy {
+                        dir: dir.to_owned(),
+                        waited: LOCK_WAIT,
+                    })
+                }
+                Err(source) => {
+                    return Err(Error::DirectoryLock {
+                        dir: dir.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// A fresh name beside `path` for the socket to listen on before it is
+/// linked into place; `None` when no such name fits in a socket address.
+fn temporary_name(path: &Path) -> Option<PathBuf> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temporary = path.with_file_name(format!(".vqmp-{}-{n}", std::process::id()));
+    (temporary.as_os_str().as_bytes().len() <= SUN_PATH_MAX).then_some(temporary)
+}
+
+/// Listens on `temporary`, then links it to `path`, which must not exist;
+/// `temporary` is gone on return, whatever happened.
+fn listen_and_link(path: &Path, temporary: &Path) -> Result<(UnixListener, fs::Metadata)> {
+    let failed = |source| Error::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    let name = TemporaryName(temporary);
+    // Left by a killed proxy whose pid we now have: nobody else uses names
+    // of our pid, and we hold the lock.
+    name.remove();
+    let listener = ffi::listen_private(temporary).map_err(failed)?;
+    let created = fs::symlink_metadata(temporary).map_err(failed)?;
+    pause(path, Step::Listening);
+    match fs::hard_link(temporary, path) {
+        Ok(()) => Ok((listener, created)),
+        // Somebody who does not take the lock got there first.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(match fs::symlink_metadata(path) {
+                Ok(there) if !there.file_type().is_socket() => taken(path, &there),
+                _ => Error::SocketInUse {
+                    path: path.to_owned(),
+                },
+            })
+        }
+        // A file system without hard links: binding in place is still safe
+        // among proxies, which all hold the lock.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            drop((name, listener));
+            listen_in_place(path)
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// Listens at `path` itself.
+fn listen_in_place(path: &Path) -> Result<(UnixListener, fs::Metadata)> {
+    let failed = |source| Error::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    let listener = ffi::listen_private(path).map_err(failed)?;
+    let created = fs::symlink_metadata(path).map_err(failed)?;
+    Ok((listener, created))
+}
+
+/// Removes a temporary socket name on drop.
+struct TemporaryName<'a>(&'a Path);
+
+impl TemporaryName<'_> {
+    /// Removes the name if it is a socket: never a file somebody else put there.
+    fn remove(&self) {
+        if fs::symlink_metadata(self.0).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = fs::remove_file(self.0);
+        }
+    }
+}
+
+impl Drop for TemporaryName<'_> {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Removes a socket file nobody listens on; refuses a live one. The probe
+/// never blocks: a full listen backlog means somebody listens.
 fn remove_stale(path: &Path) -> Result<()> {
-    match UnixStream::connect(path) {
+    match ffi::connect_nonblocking(path) {
         Ok(_) => Err(Error::SocketInUse {
             path: path.to_owned(),
         }),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            fs::remove_file(path).map_err(|source| Error::Socket {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINPROGRESS)) => {
+            Err(Error::SocketInUse {
                 path: path.to_owned(),
-                source,
             })
         }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            pause(path, Step::FoundStale);
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Socket {
+                    path: path.to_owned(),
+                    source: e,
+                }),
+                _ => Ok(()),
+            }
+        }
+        // Gone since we looked: nothing to remove.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(Error::Socket {
             path: path.to_owned(),
             source,
         }),
     }
+}
+
+fn taken(path: &Path, existing: &fs::Metadata) -> Error {
+    Error::PathTaken {
+        path: path.to_owned(),
+        kind: describe(&existing.file_type()),
+    }
+}
+
+/// Where `Socket::create` can be held by a test, to widen a race window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// The probe found a stale socket, not yet removed.
+    FoundStale,
+    /// Listening under the temporary name, not yet in place.
+    Listening,
+}
+
+#[cfg(not(test))]
+fn pause(_path: &Path, _step: Step) {}
+
+#[cfg(test)]
+fn pause(path: &Path, step: Step) {
+    tests::run_hooks(path, step);
 }
 
 fn describe(kind: &fs::FileType) -> &'static str {
@@ -101,9 +283,81 @@ fn describe(kind: &fs::FileType) -> &'static str {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    type Hook = Arc<dyn Fn(&Path, Step) + Send + Sync>;
+
+    /// Hooks of every test; each acts on its own test's path only.
+    static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+    pub(super) fn run_hooks(path: &Path, step: Step) {
+        let hooks = HOOKS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for hook in hooks {
+            hook(path, step);
+        }
+    }
+
+    /// Holds the first `Socket::create` on `path` that reaches `step` until
+    /// a second one on the same path has returned (at most 1 s, less than
+    /// `LOCK_WAIT`, for the second may be waiting on the first), then
+    /// returns both results, the first one's first.
+    fn race(path: &Path, step: Step) -> [Result<Socket>; 2] {
+        let (reached, first_reached) = mpsc::channel();
+        let (second_done, done) = mpsc::channel::<()>();
+        let (reached, done) = (Mutex::new(Some(reached)), Mutex::new(done));
+        let watched = path.to_owned();
+        HOOKS.lock().unwrap().push(Arc::new(move |at, now| {
+            if at != watched || now != step {
+                return;
+            }
+            let Some(reached) = reached.lock().unwrap().take() else {
+                return;
+            };
+            reached.send(()).unwrap();
+            let _ = done.lock().unwrap().recv_timeout(Duration::from_secs(1));
+        }));
+        let first = {
+            let path = path.to_owned();
+            thread::spawn(move || Socket::create(&path))
+        };
+        first_reached
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the first creation reaches the step");
+        let second = Socket::create(path);
+        let _ = second_done.send(());
+        [first.join().unwrap(), second]
+    }
+
+    /// Exactly one of `results` serves `path`, the other is refused as "in
+    /// use", and the directory holds nothing else.
+    fn one_serves(dir: &Path, path: &Path, results: [Result<Socket>; 2]) {
+        let [first, second] = results;
+        let (winner, loser) = match (first, second) {
+            (Ok(winner), Err(loser)) | (Err(loser), Ok(winner)) => (winner, loser),
+            (Ok(_), Ok(_)) => panic!("both proxies listen on one path"),
+            (Err(a), Err(b)) => panic!("neither proxy listens: {a}; {b}"),
+        };
+        assert!(loser.to_string().contains("already in use"), "{loser}");
+        let there = fs::symlink_metadata(path).expect("the winner's socket is in place");
+        assert_eq!(
+            (there.dev(), there.ino()),
+            (winner.device, winner.inode),
+            "the file at the path is not the winner's socket"
+        );
+        UnixStream::connect(path).expect("the winner is reachable");
+        let names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s"], "something left beside the socket");
+        drop(winner);
+        assert!(!path.exists(), "socket file left behind");
+    }
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vqqp-socket-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("vqmp-socket-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -179,6 +433,98 @@ mod tests {
         fs::write(&path, b"someone else's").unwrap();
         drop(ours);
         assert_eq!(fs::read(&path).unwrap(), b"someone else's");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_backlog_counts_as_in_use_without_waiting() {
+        let dir = scratch("backlog");
+        let path = dir.join("s");
+        let live = UnixListener::bind(&path).unwrap();
+        ffi::set_backlog(&live, 0).unwrap();
+        let mut queued = Vec::new();
+        while queued.len() < 64 {
+            match ffi::connect_nonblocking(&path) {
+                Ok(stream) => queued.push(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("cannot fill the backlog: {e}"),
+            }
+        }
+        assert!(queued.len() < 64, "the backlog never filled");
+        let (sender, outcome) = mpsc::channel();
+        let probed = path.clone();
+        thread::spawn(move || {
+            let _ = sender.send(Socket::create(&probed).err().map(|e| e.to_string()));
+        });
+        let err = outcome
+            .recv_timeout(Duration::from_secs(5))
+            .expect("creation hangs on a socket whose backlog is full")
+            .expect("a live socket is refused");
+        assert!(err.contains("already in use"), "{err}");
+        assert!(path.exists(), "the live socket was removed");
+        drop((live, queued));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn two_proxies_on_a_stale_socket_one_serves() {
+        let dir = scratch("race-stale");
+        let path = dir.join("s");
+        drop(UnixListener::bind(&path).unwrap());
+        let results = race(&path, Step::FoundStale);
+        one_serves(&dir, &path, results);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn two_proxies_on_an_empty_path_one_serves() {
+        let dir = scratch("race-empty");
+        let path = dir.join("s");
+        let results = race(&path, Step::Listening);
+        one_serves(&dir, &path, results);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_socket_put_in_place_meanwhile_is_kept() {
+        let dir = scratch("meanwhile");
+        let path = dir.join("s");
+        let theirs = Arc::new(Mutex::new(None));
+        let (watched, slot) = (path.clone(), Arc::clone(&theirs));
+        // As a server that takes no lock, e.g. libvirt's Python proxy.
+        HOOKS.lock().unwrap().push(Arc::new(move |at, step| {
+            if at == watched && step == Step::Listening {
+                *slot.lock().unwrap() = Some(UnixListener::bind(at).unwrap());
+            }
+        }));
+        let before = Socket::create(&path).err().expect("the other server wins");
+        assert!(matches!(before, Error::SocketInUse { .. }), "{before}");
+        assert!(theirs.lock().unwrap().is_some());
+        UnixStream::connect(&path).expect("their socket is still in place");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s"], "the temporary name was left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_held_directory_lock_is_waited_for_then_named() {
+        let dir = scratch("locked");
+        let path = dir.join("s");
+        let holder = File::open(&dir).unwrap();
+        assert!(ffi::try_lock_exclusive(&holder).unwrap());
+        let err = Socket::create(&path).err().expect("a held lock refuses");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+        assert!(!path.exists());
+        drop(holder);
+        let socket = Socket::create(&path).expect("a released lock is taken");
+        drop(socket);
+        assert!(!path.exists(), "socket file left behind");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,9 +2,11 @@
 //! The command line of the real binary, where no guest is needed: usage
 //! errors, help and version, and connections that cannot serve QMP.
 
+mod common;
+
 use std::process::{Command, Output};
 
-const PROXY: &str = env!("CARGO_BIN_EXE_virt-qemu-qmp-proxy");
+use common::{socket_path, PROXY_BIN as PROXY};
 
 fn run(args: &[&str]) -> Output {
     Command::new(PROXY)
@@ -77,7 +79,7 @@ fn help_and_version_go_to_stdout_and_exit_0() {
 
 #[test]
 fn a_connection_to_another_driver_is_refused() {
-    let socket = std::env::temp_dir().join(format!("vqqp-cli-{}.sock", std::process::id()));
+    let socket = socket_path("another-driver");
     let output = run(&["-c", "test:///default", "test", socket.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
@@ -87,15 +89,17 @@ fn a_connection_to_another_driver_is_refused() {
          QMP needs QEMU (try -c qemu:///system)\n"
     );
     assert!(!socket.exists(), "no socket for a refused connection");
+    let _ = std::fs::remove_dir_all(socket.parent().expect("the socket has a folder"));
 }
 
 #[test]
 fn a_uri_that_cannot_be_opened_is_named() {
+    let socket = socket_path("unopened-uri");
     let output = run(&[
         "-c",
         "qemu+unix:///system?socket=/nonexistent/sock",
         "vm",
-        "/tmp/unused.sock",
+        socket.to_str().expect("temp paths are UTF-8"),
     ]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
@@ -108,4 +112,6 @@ fn a_uri_that_cannot_be_opened_is_named() {
         1,
         "libvirt must not print its own copy: {stderr}"
     );
+    assert!(!socket.exists(), "no socket for a connection that failed");
+    let _ = std::fs::remove_dir_all(socket.parent().expect("the socket has a folder"));
 }

@@ -13,49 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::corpus::{self, chunks};
 use common::{corpus_lines, Guest, Proxy};
 use serde_json::Value;
 
 const NEGOTIATE: &[u8] = br#"{"execute": "qmp_capabilities"}"#;
-
-fn corpus() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qmp-cases.jsonl");
-    let text = std::fs::read_to_string(&path).expect("the corpus is part of the project");
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad corpus line ({e}): {line}"))
-        })
-        .collect()
-}
-
-fn decode_hex(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex in the corpus"))
-        .collect()
-}
-
-fn chunks(case: &Value) -> Vec<Vec<u8>> {
-    if let Some(chunks) = case["chunks"].as_array() {
-        chunks
-            .iter()
-            .map(|chunk| match chunk {
-                Value::String(text) => text.as_bytes().to_vec(),
-                other => decode_hex(other["hex"].as_str().expect("a chunk is text or {hex}")),
-            })
-            .collect()
-    } else if let Some(hex) = case["input_hex"].as_str() {
-        vec![decode_hex(hex)]
-    } else {
-        vec![case["input"]
-            .as_str()
-            .expect("a case has an input")
-            .as_bytes()
-            .to_vec()]
-    }
-}
 
 /// Reads everything until `quiet` passes without a byte, or EOF.
 fn read_until_quiet(stream: &mut UnixStream, mut buffer: Vec<u8>, quiet: Duration) -> Vec<u8> {
@@ -130,7 +92,7 @@ fn corpus_replays_byte_for_byte_through_the_proxy() {
     let guest = Guest::start("conformance");
     let proxy = Proxy::start(guest.uri(), guest.name(), &[]);
     let socket: PathBuf = proxy.socket().to_owned();
-    let cases = Arc::new(Mutex::new(corpus()));
+    let cases = Arc::new(Mutex::new(corpus::read(corpus::DEFAULT_PATH)));
     let total = cases.lock().unwrap().len();
     assert!(total >= 59, "the corpus lost cases: {total}");
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -143,16 +105,8 @@ fn corpus_replays_byte_for_byte_through_the_proxy() {
                 let Some(case) = cases.lock().unwrap().pop() else {
                     return;
                 };
-                let name = case["name"].as_str().unwrap_or("?").to_owned();
-                let expect: Vec<String> = case["expect"]
-                    .as_array()
-                    .map(|lines| {
-                        lines
-                            .iter()
-                            .map(|l| l.as_str().unwrap_or_default().to_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let name = corpus::name(&case).to_owned();
+                let expect = corpus::expected(&case);
                 match run_case(&socket, &case) {
                     Ok(lines) if lines == expect => {}
                     Ok(lines) => failures.lock().unwrap().push(format!(

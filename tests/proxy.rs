@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use common::files::{pipe, receive_with_files, send_with_files, writers_closed};
+use common::Client;
 use virt_qemu_qmp_proxy::monitor::{Failure, Monitor, Reply};
 use virt_qemu_qmp_proxy::notice::Notice;
 use virt_qemu_qmp_proxy::qmp;
@@ -73,9 +74,7 @@ impl Server {
     }
 
     fn start_with_max(name: &str, monitor: FakeMonitor, max_clients: usize) -> Server {
-        let path =
-            std::env::temp_dir().join(format!("vqqp-proxy-{}-{name}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = common::socket_path(name);
         let listener = UnixListener::bind(&path).unwrap();
         let monitor = Arc::new(monitor);
         let (notices, receiver) = mpsc::channel();
@@ -117,84 +116,29 @@ impl Drop for Server {
             let _ = thread.join();
         }
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
-struct Client {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
+/// Connects to `server` and reads the greeting.
+fn connect(server: &Server) -> (Client, String) {
+    Client::connect(&server.path)
 }
 
-impl Client {
-    /// Connects without reading anything.
-    fn open(server: &Server) -> Client {
-        let stream = UnixStream::connect(&server.path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            stream,
-        }
-    }
-
-    fn connect(server: &Server) -> (Client, String) {
-        let mut client = Client::open(server);
-        let greeting = client.line();
-        (client, greeting)
-    }
-
-    fn negotiated(server: &Server) -> Client {
-        let (mut client, _) = Client::connect(server);
-        client.send(r#"{"execute":"qmp_capabilities"}"#);
-        assert_eq!(client.line(), r#"{"return": {}}"#);
-        client
-    }
-
-    fn send(&mut self, text: &str) {
-        self.stream.write_all(text.as_bytes()).unwrap();
-    }
-
-    /// One line, CRLF checked and removed.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line before the timeout");
-        assert!(line.ends_with("\r\n"), "line without CRLF: {line:?}");
-        line.truncate(line.len() - 2);
-        line
-    }
-
-    fn expect_eof(&mut self) {
-        let mut rest = Vec::new();
-        self.reader
-            .read_to_end(&mut rest)
-            .expect("EOF before the timeout");
-        assert!(
-            rest.is_empty(),
-            "unexpected output before EOF: {:?}",
-            String::from_utf8_lossy(&rest)
-        );
-    }
-
-    fn expect_silence(&mut self, wait: Duration) {
-        self.stream.set_read_timeout(Some(wait)).unwrap();
-        let mut byte = [0u8; 1];
-        match self.reader.read(&mut byte) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            other => panic!("expected silence, got {other:?} {byte:?}"),
-        }
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
+/// Connects to `server` and negotiates, checking the reply byte for byte.
+fn negotiated(server: &Server) -> Client {
+    let (mut client, _) = connect(server);
+    client.send(r#"{"execute":"qmp_capabilities"}"#);
+    assert_eq!(client.read_line(), r#"{"return": {}}"#);
+    client
 }
 
 #[test]
 fn greeting_carries_the_guest_version_and_no_capabilities() {
     let server = Server::start("greeting", FakeMonitor::default());
-    let (_client, greeting) = Client::connect(&server);
+    let (_client, greeting) = connect(&server);
     assert_eq!(
         greeting,
         r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": []}}"#
@@ -204,10 +148,10 @@ fn greeting_carries_the_guest_version_and_no_capabilities() {
 #[test]
 fn command_goes_to_the_monitor_without_id_and_reply_gets_it_back() {
     let server = Server::start("id", FakeMonitor::default());
-    let mut client = Client::negotiated(&server);
+    let mut client = negotiated(&server);
     client.send(r#"{"execute": "query-status", "id": {"b": [1, 2.5], "a": "x"}}"#);
     assert_eq!(
-        client.line(),
+        client.read_line(),
         r#"{"return": {"status": "running", "singlestep": false, "running": true}, "id": {"a": "x", "b": [1, 2.5]}}"#
     );
     let calls = server.monitor.calls.lock().unwrap().clone();
@@ -217,33 +161,33 @@ fn command_goes_to_the_monitor_without_id_and_reply_gets_it_back() {
 #[test]
 fn pipelined_commands_in_one_write_are_answered_in_order() {
     let server = Server::start("pipeline", FakeMonitor::default());
-    let (mut client, _) = Client::connect(&server);
+    let (mut client, _) = connect(&server);
     client.send(concat!(
         r#"{"execute":"query-status","id":0}{"execute":"qmp_capabilities","id":1}"#,
         r#"{"execute":"query-status","id":2}{"execute":"nope","id":3}{"execute":"query-status","id":4}"#
     ));
     assert!(client
-        .line()
+        .read_line()
         .contains(r#""id": 0, "error": {"class": "CommandNotFound""#));
-    assert_eq!(client.line(), r#"{"return": {}, "id": 1}"#);
-    assert!(client.line().ends_with(r#""id": 2}"#));
+    assert_eq!(client.read_line(), r#"{"return": {}, "id": 1}"#);
+    assert!(client.read_line().ends_with(r#""id": 2}"#));
     assert!(client
-        .line()
+        .read_line()
         .starts_with(r#"{"id": 3, "error": {"class": "CommandNotFound""#));
-    assert!(client.line().ends_with(r#""id": 4}"#));
+    assert!(client.read_line().ends_with(r#""id": 4}"#));
 }
 
 #[test]
 fn libvirt_failure_becomes_a_qmp_error_and_the_connection_stays() {
     let server = Server::start("failure", FakeMonitor::default());
-    let mut client = Client::negotiated(&server);
+    let mut client = negotiated(&server);
     client.send(r#"{"execute":"fail","id":"f"}"#);
     assert_eq!(
-        client.line(),
+        client.read_line(),
         r#"{"id": "f", "error": {"class": "GenericError", "desc": "Unable to read from monitor: Connection reset by peer"}}"#
     );
     client.send(r#"{"execute":"query-status","id":"next"}"#);
-    assert!(client.line().ends_with(r#""id": "next"}"#));
+    assert!(client.read_line().ends_with(r#""id": "next"}"#));
 }
 
 #[test]
@@ -251,11 +195,11 @@ fn concurrent_clients_each_get_all_their_replies() {
     let server = Server::start("concurrent", FakeMonitor::default());
     let workers: Vec<_> = (0..8)
         .map(|n| {
-            let mut client = Client::negotiated(&server);
+            let mut client = negotiated(&server);
             thread::spawn(move || {
                 for i in 0..200 {
-                    client.send(&format!(r#"{{"execute":"query-status","id":"c{n}-{i}"}}"#));
-                    let line = client.line();
+                    client.send(format!(r#"{{"execute":"query-status","id":"c{n}-{i}"}}"#));
+                    let line = client.read_line();
                     assert!(
                         line.ends_with(&format!(r#""id": "c{n}-{i}"}}"#)),
                         "client {n}: {line}"
@@ -273,9 +217,9 @@ fn concurrent_clients_each_get_all_their_replies() {
 #[test]
 fn events_reach_negotiated_clients_only() {
     let server = Server::start("events", FakeMonitor::default());
-    let mut first = Client::negotiated(&server);
-    let mut second = Client::negotiated(&server);
-    let (mut negotiating, _) = Client::connect(&server);
+    let mut first = negotiated(&server);
+    let mut second = negotiated(&server);
+    let (mut negotiating, _) = connect(&server);
     server.event("STOP", None);
     server.event(
         "RESET",
@@ -283,43 +227,42 @@ fn events_reach_negotiated_clients_only() {
     );
     for client in [&mut first, &mut second] {
         assert_eq!(
-            client.line(),
+            client.read_line(),
             r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}"#
         );
         assert_eq!(
-            client.line(),
+            client.read_line(),
             r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESET", "data": {"guest": false, "reason": "host-qmp-system-reset"}}"#
         );
     }
     negotiating.expect_silence(Duration::from_millis(300));
     // Events from before negotiation are never delivered later.
     negotiating.send(r#"{"execute":"qmp_capabilities"}"#);
-    assert_eq!(negotiating.line(), r#"{"return": {}}"#);
+    assert_eq!(negotiating.read_line(), r#"{"return": {}}"#);
     negotiating.expect_silence(Duration::from_millis(200));
 }
 
 #[test]
 fn a_client_that_never_reads_is_dropped_and_others_carry_on() {
     let server = Server::start("stalled", FakeMonitor::default());
-    let stalled = Client::negotiated(&server);
-    let mut reader = Client::negotiated(&server);
+    let stalled = negotiated(&server);
+    let mut reader = negotiated(&server);
     let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(16 * 1024));
     // The socket buffers fill, then the queue: the stalled client is cut.
     for _ in 0..400 {
         server.event("BIG", Some(&big));
-        let line = reader.line();
+        let line = reader.read_line();
         assert!(line.contains(r#""event": "BIG""#));
     }
     reader.send(r#"{"execute":"query-status","id":1}"#);
-    assert!(reader.line().ends_with(r#""id": 1}"#));
+    assert!(reader.read_line().ends_with(r#""id": 1}"#));
     // The stalled client's connection was closed by the proxy.
-    let mut stalled = stalled;
-    stalled
-        .stream
+    let mut stream = stalled.stream();
+    stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut sink = Vec::new();
-    let _ = stalled.reader.read_to_end(&mut sink);
+    let _ = stream.read_to_end(&mut sink);
     assert!(
         sink.len() < 400 * big.len(),
         "the stalled client got everything"
@@ -329,14 +272,14 @@ fn a_client_that_never_reads_is_dropped_and_others_carry_on() {
 #[test]
 fn guest_stop_delivers_queued_events_then_eof() {
     let mut server = Server::start("stop", FakeMonitor::default());
-    let mut client = Client::negotiated(&server);
+    let mut client = negotiated(&server);
     server.event(
         "SHUTDOWN",
         Some(r#"{"guest":false,"reason":"host-signal"}"#),
     );
     assert_eq!(server.stop(Notice::GuestStopped), Stop::GuestStopped);
-    assert!(client.line().contains(r#""event": "SHUTDOWN""#));
-    client.expect_eof();
+    assert!(client.read_line().contains(r#""event": "SHUTDOWN""#));
+    client.expect_eof(WAIT);
 }
 
 #[test]
@@ -348,26 +291,26 @@ fn a_client_that_disconnects_mid_command_disturbs_nobody() {
             ..Default::default()
         },
     );
-    let mut leaver = Client::negotiated(&server);
-    let mut stayer = Client::negotiated(&server);
+    let mut leaver = negotiated(&server);
+    let mut stayer = negotiated(&server);
     leaver.send(r#"{"execute":"query-status","id":"gone"}"#);
     thread::sleep(Duration::from_millis(50));
     drop(leaver);
     stayer.send(r#"{"execute":"query-status","id":"here"}"#);
-    assert!(stayer.line().ends_with(r#""id": "here"}"#));
+    assert!(stayer.read_line().ends_with(r#""id": "here"}"#));
 }
 
 #[test]
 fn passed_files_reach_the_monitor_and_are_closed_afterwards() {
     let server = Server::start("files", FakeMonitor::default());
-    let mut client = Client::negotiated(&server);
+    let mut client = negotiated(&server);
     let (reader, writer) = pipe();
     send_with_files(
-        &client.stream,
+        client.stream(),
         br#"{"execute":"count-files","id":1}"#,
         &[&writer],
     );
-    assert_eq!(client.line(), r#"{"return": {"files": 1}, "id": 1}"#);
+    assert_eq!(client.read_line(), r#"{"return": {"files": 1}, "id": 1}"#);
     drop(writer);
     assert!(
         writers_closed(&reader, WAIT),
@@ -378,7 +321,7 @@ fn passed_files_reach_the_monitor_and_are_closed_afterwards() {
 #[test]
 fn files_of_rejected_input_are_closed() {
     let server = Server::start("files-rejected", FakeMonitor::default());
-    let (mut client, _) = Client::connect(&server);
+    let (mut client, _) = connect(&server);
     for (text, expect) in [
         (
             r#"{"execute":"count-files","id":1}"#,
@@ -391,8 +334,8 @@ fn files_of_rejected_input_are_closed() {
         ),
     ] {
         let (reader, writer) = pipe();
-        send_with_files(&client.stream, text.as_bytes(), &[&writer]);
-        let line = client.line();
+        send_with_files(client.stream(), text.as_bytes(), &[&writer]);
+        let line = client.read_line();
         assert!(line.contains(expect), "{text}: {line}");
         drop(writer);
         assert!(
@@ -406,9 +349,9 @@ fn files_of_rejected_input_are_closed() {
 #[test]
 fn files_of_a_client_that_disconnects_are_closed() {
     let server = Server::start("files-gone", FakeMonitor::default());
-    let client = Client::negotiated(&server);
+    let client = negotiated(&server);
     let (reader, writer) = pipe();
-    send_with_files(&client.stream, br#"{"execute":"count-fi"#, &[&writer]);
+    send_with_files(client.stream(), br#"{"execute":"count-fi"#, &[&writer]);
     drop(client);
     drop(writer);
     assert!(
@@ -420,16 +363,16 @@ fn files_of_a_client_that_disconnects_are_closed() {
 #[test]
 fn files_returned_by_the_guest_reach_the_client() {
     let server = Server::start("files-back", FakeMonitor::default());
-    let client = Client::negotiated(&server);
+    let client = negotiated(&server);
     let (reader, writer) = pipe();
     send_with_files(
-        &client.stream,
+        client.stream(),
         br#"{"execute":"return-files","id":1}"#,
         &[&writer],
     );
     drop(writer);
     let mut buffer = [0u8; 256];
-    let (count, received) = receive_with_files(&client.stream, &mut buffer);
+    let (count, received) = receive_with_files(client.stream(), &mut buffer);
     assert_eq!(&buffer[..count], b"{\"return\": {}, \"id\": 1}\r\n");
     assert_eq!(received.len(), 1, "one descriptor comes back");
     // The one that came back is the pipe's write end: closing it is EOF.
@@ -440,13 +383,13 @@ fn files_returned_by_the_guest_reach_the_client() {
 #[test]
 fn clients_beyond_the_maximum_wait_in_the_backlog() {
     let server = Server::start_with_max("max", FakeMonitor::default(), 2);
-    let first = Client::negotiated(&server);
-    let _second = Client::negotiated(&server);
+    let first = negotiated(&server);
+    let _second = negotiated(&server);
     // The third connects, and sends at once; it is served only later.
-    let mut third = Client::open(&server);
+    let mut third = Client::open(&server.path);
     third.send(r#"{"execute":"qmp_capabilities","id":"early"}"#);
     third.expect_silence(Duration::from_millis(300));
     drop(first);
-    assert!(third.line().starts_with(r#"{"QMP": "#));
-    assert_eq!(third.line(), r#"{"return": {}, "id": "early"}"#);
+    assert!(third.read_line().starts_with(r#"{"QMP": "#));
+    assert_eq!(third.read_line(), r#"{"return": {}, "id": "early"}"#);
 }

@@ -55,7 +55,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -65,7 +64,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::process::{self, Usage};
-use common::{Guest, Proxy};
+use common::{Client, Guest, Proxy, ReadEnd};
 use serde_json::Value;
 
 /// How much later than the stopper a client may see an event (see the
@@ -196,13 +195,11 @@ fn stop_or_resume(line: &Value) -> Option<Event> {
     })
 }
 
-/// A connection that reads whole lines with a timeout and never loses a
-/// partial one.
+/// A connection read with tests/common's line reader: whole lines with a
+/// timeout, never losing a partial one; each line must be CRLF-terminated
+/// JSON, and EOF must not cut a line.
 struct Conn {
-    stream: UnixStream,
-    buffer: Vec<u8>,
-    /// Bytes at the start of `buffer` already known to hold no newline.
-    scanned: usize,
+    client: Client,
 }
 
 enum Next {
@@ -218,9 +215,7 @@ impl Conn {
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         let mut conn = Conn {
-            stream,
-            buffer: Vec::new(),
-            scanned: 0,
+            client: Client::from_stream(stream),
         };
         match conn.next(READ_TIMEOUT) {
             Next::Line(greeting) => assert!(greeting["QMP"].is_object(), "{greeting}"),
@@ -231,51 +226,33 @@ impl Conn {
     }
 
     fn send(&mut self, text: &str) {
-        self.stream
-            .write_all(text.as_bytes())
-            .unwrap_or_else(|e| panic!("cannot send {text}: {e}"));
+        self.client.send(text.as_bytes());
+    }
+
+    fn stream(&self) -> &UnixStream {
+        self.client.stream()
     }
 
     /// The next line, parsed; waits at most `timeout`.
     fn next(&mut self, timeout: Duration) -> Next {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(end) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
-                let end = self.scanned + end;
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                self.scanned = 0;
+        match self.client.next_line(timeout) {
+            Ok(line) => {
                 assert!(line.ends_with(b"\r\n"), "not CRLF: {line:?}");
                 let value = serde_json::from_slice(&line).unwrap_or_else(|e| {
                     panic!("not JSON ({e}): {}", String::from_utf8_lossy(&line))
                 });
-                return Next::Line(value);
+                Next::Line(value)
             }
-            self.scanned = self.buffer.len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Next::Timeout;
+            Err(ReadEnd::Timeout(_)) => Next::Timeout,
+            Err(ReadEnd::Eof(partial)) => {
+                assert!(
+                    partial.is_empty(),
+                    "EOF after a partial line: {}",
+                    String::from_utf8_lossy(&partial)
+                );
+                Next::Eof
             }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    assert!(
-                        self.buffer.is_empty(),
-                        "EOF after a partial line: {}",
-                        String::from_utf8_lossy(&self.buffer)
-                    );
-                    return Next::Eof;
-                }
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Next::Eof,
-                Err(e) => panic!("cannot read: {e}"),
-            }
+            Err(ReadEnd::Error(e)) => panic!("cannot read: {e}"),
         }
     }
 
@@ -283,7 +260,7 @@ impl Conn {
     /// reading (POLLHUP or POLLRDHUP); waits up to `timeout`.
     fn cut_off(&self, timeout: Duration) -> bool {
         let mut poll = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
+            fd: self.stream().as_raw_fd(),
             events: libc::POLLRDHUP,
             revents: 0,
         };
@@ -650,7 +627,7 @@ impl<'a> Worker<'a> {
                 _ => {
                     let sent = Instant::now();
                     let batch = self.send_batch(size);
-                    self.conn.stream.shutdown(Shutdown::Write).unwrap();
+                    self.conn.stream().shutdown(Shutdown::Write).unwrap();
                     self.read_replies(&batch);
                     self.session.synced = Some(sent);
                     self.read_events_to_eof();

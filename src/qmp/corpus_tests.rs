@@ -5,6 +5,10 @@
 
 use super::{Action, Command, Session, Stream};
 
+#[path = "../../tests/common/corpus.rs"]
+#[allow(dead_code)]
+mod corpus;
+
 /// Cases whose answers need the real guest's argument checks or device
 /// model, which the fake guest does not have.
 const NEEDS_REAL_GUEST: &[&str] = &[
@@ -53,32 +57,6 @@ fn run_chunk(stream: &mut Stream, session: &mut Session, bytes: &[u8], lines: &m
     }
 }
 
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
-        .collect()
-}
-
-/// The writes of a case, one byte vector per write.
-fn case_chunks(case: &serde_json::Value) -> Vec<Vec<u8>> {
-    if let Some(input) = case["input"].as_str() {
-        vec![input.as_bytes().to_vec()]
-    } else if let Some(hex) = case["input_hex"].as_str() {
-        vec![hex_bytes(hex)]
-    } else {
-        case["chunks"]
-            .as_array()
-            .expect("a case has input, input_hex or chunks")
-            .iter()
-            .map(|chunk| match chunk.as_str() {
-                Some(text) => text.as_bytes().to_vec(),
-                None => hex_bytes(chunk["hex"].as_str().expect("hex chunk")),
-            })
-            .collect()
-    }
-}
-
 /// Runs one case, returning the reply lines. With `byte_by_byte`, every
 /// write is split into single bytes, which must not change anything.
 fn replay(case: &serde_json::Value, byte_by_byte: bool) -> Vec<String> {
@@ -95,7 +73,7 @@ fn replay(case: &serde_json::Value, byte_by_byte: bool) -> Vec<String> {
         assert_eq!(lines, [r#"{"return": {}}"#]);
         lines.clear();
     }
-    for chunk in case_chunks(case) {
+    for chunk in corpus::chunks(case) {
         if byte_by_byte {
             for byte in chunk {
                 run_chunk(&mut stream, &mut session, &[byte], &mut lines);
@@ -108,28 +86,17 @@ fn replay(case: &serde_json::Value, byte_by_byte: bool) -> Vec<String> {
     lines
 }
 
-/// Every case of the corpus whose answer the proxy gives itself (or that the
-/// fake guest can give) must come out byte for byte. `QMP_CASES=path` replays
-/// another file in the same format instead (e.g. a fresh recording).
-#[test]
-fn corpus_cases_replay_locally() {
-    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/qmp-cases.jsonl");
-    let path = std::env::var("QMP_CASES").unwrap_or(default.to_string());
-    let corpus = std::fs::read_to_string(path).expect("corpus file");
+/// Replays every case of the corpus at `path` that the fake guest can
+/// answer; returns how many were replayed and how each failure differed.
+fn replay_file(path: &str) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut replayed = 0;
-    for line in corpus.lines().filter(|line| !line.trim().is_empty()) {
-        let case: serde_json::Value = serde_json::from_str(line).expect("corpus line is JSON");
-        let name = case["name"].as_str().expect("case name");
+    for case in corpus::read(path) {
+        let name = corpus::name(&case);
         if NEEDS_REAL_GUEST.contains(&name) {
             continue;
         }
-        let expected: Vec<String> = case["expect"]
-            .as_array()
-            .expect("expect list")
-            .iter()
-            .map(|line| line.as_str().expect("expected line").to_string())
-            .collect();
+        let expected = corpus::expected(&case);
         for byte_by_byte in [false, true] {
             let received = replay(&case, byte_by_byte);
             if received != expected {
@@ -145,9 +112,35 @@ fn corpus_cases_replay_locally() {
         }
         replayed += 1;
     }
+    (replayed, failures)
+}
+
+/// Every case of the corpus whose answer the proxy gives itself (or that the
+/// fake guest can give) must come out byte for byte. `QMP_CASES=path` replays
+/// another file in the same format instead (e.g. a fresh recording).
+#[test]
+fn corpus_cases_replay_locally() {
+    let path = std::env::var("QMP_CASES").unwrap_or(corpus::DEFAULT_PATH.to_string());
+    let (replayed, failures) = replay_file(&path);
     assert!(
         replayed > 50 || std::env::var("QMP_CASES").is_ok(),
         "corpus replayed only {replayed} cases"
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A `#` line is a comment, here as in the replay through the real proxy.
+#[test]
+fn comment_lines_of_the_corpus_are_skipped() {
+    let recorded = std::fs::read_to_string(corpus::DEFAULT_PATH).expect("corpus file");
+    let first = recorded
+        .lines()
+        .find(|line| line.contains(r#""name":"#) && line.contains(r#""input":"#))
+        .expect("the corpus has a text case");
+    let path = std::env::temp_dir().join(format!("vqmp-corpus-{}.jsonl", std::process::id()));
+    std::fs::write(&path, format!("# recorded from QEMU 7.2\n\n{first}\n")).unwrap();
+    let (replayed, failures) = replay_file(path.to_str().expect("temp paths are UTF-8"));
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(replayed, 1, "{failures:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

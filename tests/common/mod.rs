@@ -15,6 +15,7 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod daemon;
 pub mod files;
 pub mod process;
@@ -356,6 +357,22 @@ impl Proxy {
     /// `program` is its command line before them, e.g. `PYTHON_PROXY` (the
     /// original tool, as a baseline).
     pub fn start_with(program: &[&str], uri: &str, domain: &str, extra_args: &[&str]) -> Proxy {
+        Proxy::launch(program, uri, domain, extra_args, None)
+    }
+
+    /// Like `start`, with the proxy's stderr going to `stderr` (e.g. /dev/full)
+    /// instead of a file: `Proxy::stderr` then has nothing to show.
+    pub fn start_with_stderr(uri: &str, domain: &str, extra_args: &[&str], stderr: Stdio) -> Proxy {
+        Proxy::launch(&[PROXY_BIN], uri, domain, extra_args, Some(stderr))
+    }
+
+    fn launch(
+        program: &[&str],
+        uri: &str,
+        domain: &str,
+        extra_args: &[&str],
+        stderr: Option<Stdio>,
+    ) -> Proxy {
         let (bin, program_args) = program.split_first().expect("program names a binary");
         let dir = unique_path("proxy");
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
@@ -364,6 +381,7 @@ impl Proxy {
             let path = dir.join(name);
             File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
         };
+        let stderr = stderr.unwrap_or_else(|| create("stderr").into());
         let child = Command::new(bin)
             .args(program_args)
             .arg("-c")
@@ -373,7 +391,7 @@ impl Proxy {
             .arg(&socket)
             .stdin(Stdio::null())
             .stdout(create("stdout"))
-            .stderr(create("stderr"))
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
         let mut proxy = Proxy {
@@ -520,7 +538,8 @@ impl Drop for Proxy {
 /// Why `Client::next_line` returned no line.
 #[derive(Debug)]
 pub enum ReadEnd {
-    /// Nothing (or no whole line) came within the timeout; holds what came.
+    /// Nothing (or no whole line) came within the timeout; holds a copy of
+    /// what came, which stays buffered for the next read.
     Timeout(Vec<u8>),
     /// The peer closed the connection; holds an unterminated last line.
     Eof(Vec<u8>),
@@ -533,6 +552,9 @@ pub enum ReadEnd {
 pub struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Bytes at the start of `buf` already known to hold no newline, so that
+    /// a long line arriving in many reads is scanned once.
+    scanned: usize,
     timeout: Duration,
     held: VecDeque<Value>,
     /// Events that `read_reply`, `command` and `wait_event` skipped, in order.
@@ -542,12 +564,17 @@ pub struct Client {
 impl Client {
     /// Connects to `path` and reads the greeting line (returned without CRLF).
     pub fn connect(path: impl AsRef<Path>) -> (Client, String) {
+        let mut client = Client::open(path);
+        let greeting = client.read_line();
+        (client, greeting)
+    }
+
+    /// Connects to `path` without reading anything.
+    pub fn open(path: impl AsRef<Path>) -> Client {
         let path = path.as_ref();
         let stream = UnixStream::connect(path)
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
-        let mut client = Client::from_stream(stream);
-        let greeting = client.read_line();
-        (client, greeting)
+        Client::from_stream(stream)
     }
 
     /// Connects to `path`, checks the greeting's shape and negotiates.
@@ -568,6 +595,7 @@ impl Client {
         Client {
             stream,
             buf: Vec::new(),
+            scanned: 0,
             timeout: READ_TIMEOUT,
             held: VecDeque::new(),
             events: Vec::new(),
@@ -594,30 +622,35 @@ impl Client {
         );
     }
 
-    /// Writes `bytes` as they are.
-    pub fn send(&mut self, bytes: &[u8]) {
+    /// Writes `bytes` (or text) as they are.
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let bytes = bytes.as_ref();
         self.stream
             .write_all(bytes)
             .unwrap_or_else(|e| panic!("cannot send {:?}: {e}", String::from_utf8_lossy(bytes)));
     }
 
-    /// Reads one line, terminator included, or says why there is none.
+    /// Reads one line, terminator included, or says why there is none. A
+    /// partial line is never lost: after a timeout it stays buffered.
     pub fn next_line(&mut self, timeout: Duration) -> Result<Vec<u8>, ReadEnd> {
         let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; 16384];
         loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(end) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + end;
+                self.scanned = 0;
                 return Ok(self.buf.drain(..=end).collect());
             }
+            self.scanned = self.buf.len();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ReadEnd::Timeout(std::mem::take(&mut self.buf)));
+                return Err(ReadEnd::Timeout(self.buf.clone()));
             }
             self.stream
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .expect("a non-zero read timeout is valid");
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(ReadEnd::Eof(std::mem::take(&mut self.buf))),
+                Ok(0) => return Err(ReadEnd::Eof(self.take_partial())),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -626,15 +659,21 @@ impl Client {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(ReadEnd::Timeout(std::mem::take(&mut self.buf)))
+                    return Err(ReadEnd::Timeout(self.buf.clone()))
                 }
                 // The peer closed with our data unread: an end like EOF.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return Err(ReadEnd::Eof(std::mem::take(&mut self.buf)))
+                    return Err(ReadEnd::Eof(self.take_partial()))
                 }
                 Err(e) => return Err(ReadEnd::Error(e)),
             }
         }
+    }
+
+    /// Takes what is buffered, at an end after which nothing more comes.
+    fn take_partial(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
     }
 
     /// Reads one line with its terminator; panics on timeout or EOF.
@@ -724,13 +763,23 @@ impl Client {
                     let text = String::from_utf8_lossy(&line);
                     lines.push(text.trim_end_matches(['\r', '\n']).to_owned());
                 }
-                Err(ReadEnd::Timeout(got)) | Err(ReadEnd::Eof(got)) => {
-                    // Keep a partial line for the next read.
+                // A partial line after a timeout stays buffered.
+                Err(ReadEnd::Timeout(_)) => return lines,
+                Err(ReadEnd::Eof(got)) => {
+                    // Keep an unterminated last line for the next read.
                     self.buf = got;
                     return lines;
                 }
                 Err(ReadEnd::Error(e)) => panic!("cannot read: {e}"),
             }
+        }
+    }
+
+    /// Asserts that nothing comes for `wait` and the connection stays open.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        match self.next_line(wait) {
+            Err(ReadEnd::Timeout(got)) if got.is_empty() => {}
+            other => panic!("expected silence for {wait:?}, got {other:?}"),
         }
     }
 

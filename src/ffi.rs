@@ -16,6 +16,15 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
+/// Turns a C status (negative on failure, with errno set) into a Result.
+fn check<T: Copy + Default + PartialOrd>(status: T) -> io::Result<T> {
+    if status < T::default() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(status)
+    }
+}
+
 /// Creates a listening UNIX socket at `path` with mode 0600 whatever the
 /// umask. The mode is set on the socket before `bind`, which creates the
 /// file from it: no moment exists at which others could connect, and no
@@ -39,15 +48,11 @@ pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
     }
     // SAFETY: plain syscall; the returned descriptor is checked and owned at once.
     let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(raw)?;
     // SAFETY: `raw` is a fresh descriptor that nothing else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: fchmod on a descriptor we own.
-    if unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) })?;
     let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: `address` is a valid sockaddr_un of `length` bytes that outlives the call.
     let bound = unsafe {
@@ -57,13 +62,9 @@ pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
             length,
         )
     };
-    if bound < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(bound)?;
     // SAFETY: listen on a bound socket we own.
-    if unsafe { libc::listen(socket.as_raw_fd(), libc::SOMAXCONN) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(unsafe { libc::listen(socket.as_raw_fd(), libc::SOMAXCONN) })?;
     Ok(UnixListener::from(socket))
 }
 
@@ -84,9 +85,7 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: plain syscall; the returned descriptor is checked and owned at once.
     let raw = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(raw)?;
     // SAFETY: `raw` is a fresh descriptor that nothing else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(raw) };
     let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -98,9 +97,7 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
             length,
         )
     };
-    if connected < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(connected)?;
     Ok(UnixStream::from(socket))
 }
 
@@ -123,9 +120,7 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
 #[cfg(test)]
 pub fn set_backlog(listener: &UnixListener, backlog: c_int) -> io::Result<()> {
     // SAFETY: listen on a descriptor `listener` owns; no memory involved.
-    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(unsafe { libc::listen(listener.as_raw_fd(), backlog) })?;
     Ok(())
 }
 
@@ -537,9 +532,7 @@ pub fn receive(
     message.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: `message` points at `data` and `control`, which outlive the call.
     let count = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC) };
-    if count < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(count)?;
     // SAFETY: the kernel filled `control` up to msg_controllen; the CMSG
     // macros walk it within those bounds, and each SCM_RIGHTS payload holds
     // descriptors that are now ours, each owned exactly once here.
@@ -595,9 +588,7 @@ pub fn send_with_files(stream: &UnixStream, bytes: &[u8], files: &[OwnedFd]) -> 
         }
         libc::sendmsg(stream.as_raw_fd(), &message, libc::MSG_NOSIGNAL)
     };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(sent)?;
     // The descriptors went with the first part; the rest is plain bytes.
     (&*stream).write_all(&bytes[sent as usize..])
 }
@@ -613,11 +604,7 @@ pub fn send_nonblocking(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> 
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    check(sent).map(|sent| sent as usize)
 }
 
 /// u64 words for a control buffer holding `files` descriptors.

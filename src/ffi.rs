@@ -25,11 +25,8 @@ fn check<T: Copy + Default + PartialOrd>(status: T) -> io::Result<T> {
     }
 }
 
-/// Creates a listening UNIX socket at `path` with mode 0600 whatever the
-/// umask. The mode is set on the socket before `bind`, which creates the
-/// file from it: no moment exists at which others could connect, and no
-/// process-wide umask change races with other threads.
-pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
+/// The address of the UNIX socket at `path`.
+fn socket_address(path: &Path) -> io::Result<libc::sockaddr_un> {
     // SAFETY: a zeroed sockaddr_un is a valid value (family 0, empty path).
     let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     address.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -46,23 +43,52 @@ pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
     for (slot, byte) in address.sun_path.iter_mut().zip(bytes) {
         *slot = *byte as c_char;
     }
+    Ok(address)
+}
+
+/// A new UNIX stream socket, close-on-exec, with `flags` added.
+fn new_socket(flags: c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the returned descriptor is checked and owned at once.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    check(raw)?;
+    let raw = check(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    })?;
     // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: fchmod on a descriptor we own.
-    check(unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Calls `bind` or `connect` (`call`) on `socket` with `address`.
+fn with_address(
+    socket: &OwnedFd,
+    address: &libc::sockaddr_un,
+    call: unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int,
+) -> io::Result<()> {
     let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `address` is a valid sockaddr_un of `length` bytes that outlives the call.
-    let bound = unsafe {
-        libc::bind(
+    // SAFETY: `address` is a valid sockaddr_un of `length` bytes that
+    // outlives the call, and `socket` is a descriptor we own.
+    check(unsafe {
+        call(
             socket.as_raw_fd(),
-            &address as *const libc::sockaddr_un as *const libc::sockaddr,
+            address as *const libc::sockaddr_un as *const libc::sockaddr,
             length,
         )
-    };
-    check(bound)?;
+    })?;
+    Ok(())
+}
+
+/// Creates a listening UNIX socket at `path` with mode 0600 whatever the
+/// umask. The mode is set on the socket before `bind`, which creates the
+/// file from it: no moment exists at which others could connect, and no
+/// process-wide umask change races with other threads.
+pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
+    let address = socket_address(path)?;
+    let socket = new_socket(0)?;
+    // SAFETY: fchmod on a descriptor we own.
+    check(unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) })?;
+    with_address(&socket, &address, libc::bind)?;
     // SAFETY: listen on a bound socket we own.
     check(unsafe { libc::listen(socket.as_raw_fd(), libc::SOMAXCONN) })?;
     Ok(UnixListener::from(socket))
@@ -72,32 +98,9 @@ pub fn listen_private(path: &Path) -> io::Result<UnixListener> {
 /// listen backlog gives `WouldBlock` instead of a wait, and a bound socket
 /// nobody listens on gives `ConnectionRefused`.
 pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
-    // SAFETY: a zeroed sockaddr_un is a valid value (family 0, empty path).
-    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() || bytes.len() >= address.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    for (slot, byte) in address.sun_path.iter_mut().zip(bytes) {
-        *slot = *byte as c_char;
-    }
-    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: plain syscall; the returned descriptor is checked and owned at once.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
-    check(raw)?;
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-    let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `address` is a valid sockaddr_un of `length` bytes that outlives the call.
-    let connected = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            &address as *const libc::sockaddr_un as *const libc::sockaddr,
-            length,
-        )
-    };
-    check(connected)?;
+    let address = socket_address(path)?;
+    let socket = new_socket(libc::SOCK_NONBLOCK)?;
+    with_address(&socket, &address, libc::connect)?;
     Ok(UnixStream::from(socket))
 }
 

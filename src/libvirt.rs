@@ -7,14 +7,12 @@
 //! away, the guest's own `reconnect` thread finds the same guest again by
 //! UUID, and only the same QEMU (by ID) counts as the same guest.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::enumutil::Enum;
@@ -25,7 +23,7 @@ use crate::ffi::{self, Lifecycle, MonitorEvent};
 use crate::log::Level;
 use crate::monitor::{Failure, Monitor, Reply};
 use crate::notice::{Mark, Notice};
-use crate::sync;
+use crate::{qmp, sync};
 
 /// Stops libvirt printing its errors next to ours, unless debugging: each
 /// error is reported once, by us. Must run before any other thread starts.
@@ -127,17 +125,15 @@ impl QuitSeen {
     /// Whether `command`, which failed with the monitor closed under it, is
     /// a `quit` that QEMU carried out: its SHUTDOWN came and was delivered.
     fn confirms(&self, command: &str) -> bool {
-        let is_quit = serde_json::from_str::<HashMap<String, Box<RawValue>>>(command)
-            .is_ok_and(|members| members.get("execute").map(|name| name.get()) == Some("\"quit\""));
-        if !is_quit {
+        if !qmp::runs(command, "quit") {
             return false;
         }
-        let mark = sync::lock(&self.mark);
-        let mark = sync::wait_while(&self.changed, mark, QUIT_EVENT_WAIT, |mark| mark.is_none());
-        let Some(mark) = mark.clone() else {
-            return false;
-        };
-        mark.wait(QUIT_EVENT_WAIT)
+        let seen = sync::lock(&self.mark);
+        let seen = sync::wait_while(&self.changed, seen, QUIT_EVENT_WAIT, |mark| mark.is_none());
+        // Not held while waiting: the event loop's callback takes it.
+        let mark = seen.clone();
+        drop(seen);
+        mark.is_some_and(|mark| mark.wait(QUIT_EVENT_WAIT))
     }
 }
 
@@ -280,7 +276,7 @@ impl Guest {
         let reply = self
             .execute(r#"{"execute":"query-version"}"#, Vec::new())
             .map_err(|failure| guest_error(format!("query-version failed: {}", failure.desc)))?;
-        crate::qmp::version_from_reply(&reply.text).map_err(guest_error)
+        qmp::version_from_reply(&reply.text).map_err(guest_error)
     }
 }
 

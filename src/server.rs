@@ -81,15 +81,18 @@ pub fn run(config: &Config) -> Result<()> {
         config.reconnect_timeout,
     );
     sync::spawn("startup", None, move || {
-        let ready = Guest::open(uri.as_deref(), &domain, notices, Some(timeout))
-            .and_then(|guest| Ok((qmp::greeting(&guest.version()?), guest)))
-            .map(|(greeting, guest)| (guest, greeting));
+        let ready =
+            Guest::open(uri.as_deref(), &domain, notices, Some(timeout)).and_then(|guest| {
+                let greeting = qmp::greeting(&guest.version()?);
+                Ok((guest, greeting))
+            });
         let _ = startup.send(Startup::Ready(ready));
     })?;
     let (guest, greeting) = match started.recv() {
         Ok(Startup::Ready(ready)) => ready?,
         Ok(Startup::Signal(signal)) => {
             info!("received signal {signal} while starting; stopped");
+            let_go(event_loop);
             return Ok(());
         }
         Err(_) => unreachable!("the start-up thread always reports"),
@@ -111,18 +114,7 @@ pub fn run(config: &Config) -> Result<()> {
         config.max_clients,
     );
     drop(socket);
-    let (done, finished) = mpsc::channel();
-    let teardown = sync::spawn("teardown", None, move || {
-        drop(guest);
-        drop(event_loop);
-        let _ = done.send(());
-    });
-    if teardown.is_ok() && finished.recv_timeout(TEARDOWN_TIME).is_err() {
-        warn!(
-            "libvirt did not let go of the guest within {} s; exiting anyway",
-            TEARDOWN_TIME.as_secs()
-        );
-    }
+    let_go((guest, event_loop));
     match stop? {
         Stop::Signal(signal) => info!("received signal {signal}; stopped"),
         Stop::GuestStopped => info!("domain '{}' stopped; exiting", config.domain),
@@ -135,6 +127,23 @@ pub fn run(config: &Config) -> Result<()> {
         Stop::NoticesClosed => {}
     }
     Ok(())
+}
+
+/// Drops what holds libvirt resources (in order) on a thread of its own,
+/// waiting for it at most `TEARDOWN_TIME`: deregistering and closing can
+/// block on a hung daemon, and the process must still exit on time.
+fn let_go(libvirt: impl Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    let teardown = sync::spawn("teardown", None, move || {
+        drop(libvirt);
+        let _ = done.send(());
+    });
+    if teardown.is_ok() && finished.recv_timeout(TEARDOWN_TIME).is_err() {
+        warn!(
+            "libvirt did not let go within {} ms; exiting anyway",
+            TEARDOWN_TIME.as_millis()
+        );
+    }
 }
 
 /// Starts the `signals` thread: a signal ends start-up, or serving.

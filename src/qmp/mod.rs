@@ -19,7 +19,7 @@ mod value;
 mod writer;
 
 pub use reply::{error, event, greeting, version_from_reply};
-pub use session::{Action, Command, Session};
+pub use session::{runs, Action, Command, Session};
 pub use stream::{Parsed, Stream};
 pub use value::{Dict, Value};
 pub use writer::to_text;

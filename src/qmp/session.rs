@@ -232,6 +232,14 @@ fn visit_capabilities_arguments(arguments: Option<&Dict>) -> Result<Vec<&str>, R
     Ok(enabled)
 }
 
+/// Whether `json`, a command text made by [`Command`], runs the command
+/// `name` (a name with no character that needs escaping in JSON).
+pub fn runs(json: &str, name: &str) -> bool {
+    json.strip_prefix("{\"execute\":\"")
+        .and_then(|rest| rest.strip_prefix(name))
+        .is_some_and(|rest| rest.starts_with("\",") || rest.starts_with("\"}"))
+}
+
 /// `{"execute":NAME,"arguments":{...}}` for libvirt. The compact text the
 /// parser wrote for the arguments becomes the command's text in place, so
 /// that a huge command is not copied once more.
@@ -304,6 +312,27 @@ mod tests {
         match action {
             Action::Execute(command) => command,
             Action::Reply(line) => panic!("expected a command, got {line}"),
+        }
+    }
+
+    #[test]
+    fn runs_tells_the_command_of_a_command_text() {
+        let mut session = Session::new();
+        run(&mut session, r#"{"execute":"qmp_capabilities"}"#);
+        for (input, quit) in [
+            (r#"{"arguments":{},"execute":"qu\u0069t"}"#, true),
+            (r#"{"execute":"quit"}"#, true),
+            (r#"{"execute":"quitx"}"#, false),
+            (r#"{"execute":"query-status"}"#, false),
+        ] {
+            let mut actions = run(&mut session, input);
+            let command = command_of(actions.remove(0));
+            assert_eq!(
+                runs(&command.json, "quit"),
+                quit,
+                "{input}: {}",
+                command.json
+            );
         }
     }
 

@@ -257,6 +257,14 @@ pub struct EventRegistration {
 }
 
 impl EventRegistration {
+    fn new(connection: &Connect, callback_id: c_int, kind: EventKind) -> EventRegistration {
+        EventRegistration {
+            connection: connection.clone(),
+            callback_id,
+            kind,
+        }
+    }
+
     /// Calls `on_event` with every QMP event of `domain`, on libvirt's event
     /// loop thread: it must not block nor take a lock a libvirt caller holds.
     pub fn monitor(
@@ -279,11 +287,11 @@ impl EventRegistration {
                 )
             }
         })?;
-        Ok(EventRegistration {
-            connection: connection.clone(),
+        Ok(EventRegistration::new(
+            connection,
             callback_id,
-            kind: EventKind::Monitor,
-        })
+            EventKind::Monitor,
+        ))
     }
 
     /// Calls `on_event` when `domain` starts, stops or changes otherwise, on
@@ -320,11 +328,11 @@ impl EventRegistration {
                 )
             }
         })?;
-        Ok(EventRegistration {
-            connection: connection.clone(),
+        Ok(EventRegistration::new(
+            connection,
             callback_id,
-            kind: EventKind::Lifecycle,
-        })
+            EventKind::Lifecycle,
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ffi;
+
+pub use crate::ffi::Credentials;
 
 /// How long creation and removal wait for the directory's lock: any user
 /// can lock a shared directory such as /tmp, so never for ever.
@@ -190,6 +192,36 @@ fn listen_in_place(path: &Path) -> Result<(UnixListener, fs::Metadata)> {
     Ok((listener, created))
 }
 
+/// Who connected `stream` to one of our sockets: pid, uid and gid as the
+/// kernel recorded them at connect(2), which the peer cannot forge.
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<Credentials> {
+    ffi::peer_credentials(stream)
+}
+
+/// The group id that `group` names: a number is taken as the id itself,
+/// anything else is looked up as a group name.
+pub fn resolve_group(group: &str) -> Result<u32> {
+    let unknown = || Error::UnknownGroup {
+        group: group.to_owned(),
+    };
+    if let Ok(gid) = group.parse::<u32>() {
+        // (gid_t)-1 tells chown(2) to leave the group alone: it is no group.
+        return if gid == u32::MAX {
+            Err(unknown())
+        } else {
+            Ok(gid)
+        };
+    }
+    match ffi::group_id(group) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => Err(unknown()),
+        Err(source) => Err(Error::GroupLookup {
+            group: group.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Removes a temporary socket name on drop.
 struct TemporaryName<'a>(&'a Path);
 
@@ -283,7 +315,6 @@ fn describe(kind: &fs::FileType) -> &'static str {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::net::UnixStream;
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex, PoisonError};
 
@@ -526,5 +557,24 @@ mod tests {
         drop(socket);
         assert!(!path.exists(), "socket file left behind");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn resolve_group_takes_a_name_or_a_number() {
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert_eq!(resolve_group("0").unwrap(), 0);
+        // A number is an id as given, whether a group has it or not.
+        assert_eq!(resolve_group("4242").unwrap(), 4242);
+    }
+
+    #[test]
+    fn resolve_group_names_an_unknown_group() {
+        let err = resolve_group("nosuch").expect_err("no group 'nosuch'");
+        assert!(matches!(err, Error::UnknownGroup { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "unknown group 'nosuch'");
+        assert_eq!(err.exit_code(), 1);
+        let err = resolve_group("4294967295").expect_err("(gid_t)-1 is no group");
+        assert_eq!(err.to_string(), "unknown group '4294967295'");
+        assert!(resolve_group("").is_err());
     }
 }

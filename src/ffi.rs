@@ -118,6 +118,37 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
     }
 }
 
+/// Gives the socket file at `path` group `gid` and mode 0660, never through
+/// a symbolic link. The group changes first, while the mode is still 0600,
+/// so that no other group is ever granted access. bind(2) applies the umask,
+/// so the mode is set here in full rather than taken from before the bind.
+pub fn share_with_group(path: &Path, gid: u32) -> io::Result<()> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path holds no NUL byte"))?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; an
+    // owner of -1 leaves the owner as it is.
+    check(unsafe {
+        libc::fchownat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::uid_t::MAX,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: as above; with AT_SYMLINK_NOFOLLOW a symbolic link is refused
+    // (EOPNOTSUPP), never followed.
+    check(unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0o660,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
 /// Largest buffer offered to getgrnam_r: a group with thousands of members
 /// fits, a lookup that never stops asking for more does not run for ever.
 const GROUP_BUFFER_MAX: usize = 1 << 20;

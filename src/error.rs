@@ -46,6 +46,16 @@ pub enum Error {
     DirectoryLock { dir: PathBuf, source: io::Error },
     /// The socket could not be checked, created or listened on.
     Socket { path: PathBuf, source: io::Error },
+    /// The socket's group or mode could not be set.
+    SocketGroup {
+        path: PathBuf,
+        gid: u32,
+        source: io::Error,
+    },
+    /// No group has this name, or the number cannot be a group id.
+    UnknownGroup { group: String },
+    /// The group database could not be read.
+    GroupLookup { group: String, source: io::Error },
     /// An operating system call failed.
     Io {
         what: &'static str,
@@ -112,6 +122,16 @@ impl fmt::Display for Error {
             Error::Socket { path, source } => {
                 write!(f, "cannot listen on '{}': {source}", path.display())
             }
+            Error::SocketGroup { path, gid, source } => write!(
+                f,
+                "cannot give '{}' group {gid} and mode 0660: {source} \
+                 (the proxy must run as root or as a member of the group)",
+                path.display()
+            ),
+            Error::UnknownGroup { group } => write!(f, "unknown group '{group}'"),
+            Error::GroupLookup { group, source } => {
+                write!(f, "cannot look up group '{group}': {source}")
+            }
             Error::Io { what, source } => write!(f, "{what}: {source}"),
             Error::Thread { name, source } => write!(f, "cannot start thread '{name}': {source}"),
             Error::ConnectionLost { uri, timeout } => write!(
@@ -130,6 +150,8 @@ impl std::error::Error for Error {
             Error::Socket { source, .. }
             | Error::Io { source, .. }
             | Error::Thread { source, .. }
+            | Error::GroupLookup { source, .. }
+            | Error::SocketGroup { source, .. }
             | Error::DirectoryLock { source, .. } => Some(source),
             _ => None,
         }

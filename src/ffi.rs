@@ -118,6 +118,111 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
     }
 }
 
+/// Gives the socket file at `path` group `gid` and mode 0660, never through
+/// a symbolic link. The group changes first, while the mode is still 0600,
+/// so that no other group is ever granted access. bind(2) applies the umask,
+/// so the mode is set here in full rather than taken from before the bind.
+pub fn share_with_group(path: &Path, gid: u32) -> io::Result<()> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path holds no NUL byte"))?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; an
+    // owner of -1 leaves the owner as it is.
+    check(unsafe {
+        libc::fchownat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::uid_t::MAX,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: as above; with AT_SYMLINK_NOFOLLOW a symbolic link is refused
+    // (EOPNOTSUPP), never followed.
+    check(unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0o660,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// Largest buffer offered to getgrnam_r: a group with thousands of members
+/// fits, a lookup that never stops asking for more does not run for ever.
+const GROUP_BUFFER_MAX: usize = 1 << 20;
+
+/// The id of the group called `name`; None when there is no such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    // No group name holds a NUL byte.
+    let Ok(name) = CString::new(name) else {
+        return Ok(None);
+    };
+    let mut buffer: Vec<c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: a zeroed group is a valid value (NULL pointers), filled in
+        // by getgrnam_r.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buffer` holds
+        // `buffer.len()` bytes; the strings `group` points to live in
+        // `buffer`, and only the number is read.
+        let status = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut group,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut found,
+            )
+        };
+        match status {
+            0 if found.is_null() => return Ok(None),
+            0 => return Ok(Some(group.gr_gid)),
+            libc::ERANGE if buffer.len() < GROUP_BUFFER_MAX => {
+                let larger = buffer.len() * 2;
+                buffer.resize(larger, 0);
+            }
+            // getgrnam_r(3) lists these for "the name was not found".
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// Who is at the other end of a UNIX socket, as the kernel recorded it at
+/// connect(2) (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The credentials of the process that connected `stream`.
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<Credentials> {
+    // SAFETY: a zeroed ucred is a valid value, filled in by getsockopt.
+    let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `credentials` has room for `length` bytes and both outlive the
+    // call; `stream` owns the descriptor.
+    check(unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut credentials as *mut libc::ucred as *mut c_void,
+            &mut length,
+        )
+    })?;
+    Ok(Credentials {
+        pid: credentials.pid,
+        uid: credentials.uid,
+        gid: credentials.gid,
+    })
+}
+
 /// Sets the listen backlog of `listener` (a second listen(2) does), so that
 /// tests can fill it.
 #[cfg(test)]
@@ -627,6 +732,31 @@ const fn control_words(files: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_credentials_name_our_process() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let credentials = peer_credentials(&theirs).unwrap();
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!(
+            credentials,
+            Credentials {
+                pid: std::process::id() as i32,
+                uid,
+                gid,
+            }
+        );
+        drop(ours);
+    }
+
+    #[test]
+    fn group_id_finds_root_and_not_a_missing_group() {
+        assert_eq!(group_id("root").unwrap(), Some(0));
+        assert_eq!(group_id("vqmp-no-such-group").unwrap(), None);
+        assert_eq!(group_id("").unwrap(), None);
+        assert_eq!(group_id("bad\0name").unwrap(), None);
+    }
 
     #[test]
     fn received_descriptors_are_close_on_exec() {

@@ -6,13 +6,14 @@
 //! and removal hold an flock(2) on the socket's directory, so that two
 //! proxies on one path never both take the same socket for stale; the
 //! socket listens under a temporary name before it is linked into place, so
-//! that nobody (locking or not) ever sees it bound but not yet listening.
+//! that nobody (locking or not) ever sees it bound but not yet listening,
+//! nor with another mode or group than the one asked for.
 
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ffi;
+
+pub use crate::ffi::Credentials;
 
 /// How long creation and removal wait for the directory's lock: any user
 /// can lock a shared directory such as /tmp, so never for ever.
@@ -30,6 +33,15 @@ const LOCK_RETRY: Duration = Duration::from_millis(10);
 
 /// The room for a socket path in `sockaddr_un`, its NUL excluded.
 const SUN_PATH_MAX: usize = 107;
+
+/// Who may connect to a socket, besides root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Mode 0600: the proxy's own user only.
+    Private,
+    /// Mode 0660 and this group id: the group's members too.
+    Group(u32),
+}
 
 /// The listening socket; its file is removed on drop if it is still the
 /// one this process made (same device and inode).
@@ -43,6 +55,12 @@ pub struct Socket {
 impl Socket {
     /// Listens at `path` with mode 0600, replacing a stale socket there.
     pub fn create(path: &Path) -> Result<Socket> {
+        Socket::create_with(path, Access::Private)
+    }
+
+    /// Listens at `path` with the mode and group of `access`, replacing a
+    /// stale socket there.
+    pub fn create_with(path: &Path, access: Access) -> Result<Socket> {
         let failed = |source| Error::Socket {
             path: path.to_owned(),
             source,
@@ -55,8 +73,8 @@ impl Socket {
             Err(e) => return Err(failed(e)),
         }
         let (listener, created) = match temporary_name(path) {
-            Some(temporary) => listen_and_link(path, &temporary)?,
-            None => listen_in_place(path)?,
+            Some(temporary) => listen_and_link(path, &temporary, access)?,
+            None => listen_in_place(path, access)?,
         };
         Ok(Socket {
             listener,
@@ -144,9 +162,14 @@ fn temporary_name(path: &Path) -> Option<PathBuf> {
     (temporary.as_os_str().as_bytes().len() <= SUN_PATH_MAX).then_some(temporary)
 }
 
-/// Listens on `temporary`, then links it to `path`, which must not exist;
-/// `temporary` is gone on return, whatever happened.
-fn listen_and_link(path: &Path, temporary: &Path) -> Result<(UnixListener, fs::Metadata)> {
+/// Listens on `temporary` with the mode and group of `access`, then links
+/// it to `path`, which must not exist; `temporary` is gone on return,
+/// whatever happened.
+fn listen_and_link(
+    path: &Path,
+    temporary: &Path,
+    access: Access,
+) -> Result<(UnixListener, fs::Metadata)> {
     let failed = |source| Error::Socket {
         path: path.to_owned(),
         source,
@@ -155,7 +178,7 @@ fn listen_and_link(path: &Path, temporary: &Path) -> Result<(UnixListener, fs::M
     // Left by a killed proxy whose pid we now have: nobody else uses names
     // of our pid, and we hold the lock.
     name.remove();
-    let listener = ffi::listen_private(temporary).map_err(failed)?;
+    let listener = listen(temporary, access, path)?;
     let created = fs::symlink_metadata(temporary).map_err(failed)?;
     pause(path, Step::Listening);
     match fs::hard_link(temporary, path) {
@@ -173,21 +196,81 @@ fn listen_and_link(path: &Path, temporary: &Path) -> Result<(UnixListener, fs::M
         // among proxies, which all hold the lock.
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             drop((name, listener));
-            listen_in_place(path)
+            listen_in_place(path, access)
         }
         Err(e) => Err(failed(e)),
     }
 }
 
-/// Listens at `path` itself.
-fn listen_in_place(path: &Path) -> Result<(UnixListener, fs::Metadata)> {
+/// Listens at `path` itself, with the mode and group of `access`.
+///
+/// For a group socket this leaves a moment open: from bind(2) until its
+/// group and mode are set, the file is in place with mode 0600 and our own
+/// group, so that a member of the group connecting then is refused. Access
+/// is only ever narrower than asked for, never wider.
+fn listen_in_place(path: &Path, access: Access) -> Result<(UnixListener, fs::Metadata)> {
     let failed = |source| Error::Socket {
         path: path.to_owned(),
         source,
     };
-    let listener = ffi::listen_private(path).map_err(failed)?;
+    let listener = listen(path, access, path).inspect_err(|e| {
+        // Only once bind succeeded is the socket there ours (we hold the
+        // lock); a failed bind may have met somebody else's.
+        if matches!(e, Error::SocketGroup { .. })
+            && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        {
+            let _ = fs::remove_file(path);
+        }
+    })?;
     let created = fs::symlink_metadata(path).map_err(failed)?;
     Ok((listener, created))
+}
+
+/// Listens at `at`, which must not exist, and gives the file the mode and
+/// group of `access`; errors name `path`, the socket's real name.
+fn listen(at: &Path, access: Access, path: &Path) -> Result<UnixListener> {
+    let listener = ffi::listen_private(at).map_err(|source| Error::Socket {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Access::Group(gid) = access {
+        ffi::share_with_group(at, gid).map_err(|source| Error::SocketGroup {
+            path: path.to_owned(),
+            gid,
+            source,
+        })?;
+    }
+    Ok(listener)
+}
+
+/// Who connected `stream` to one of our sockets: pid, uid and gid as the
+/// kernel recorded them at connect(2), which the peer cannot forge.
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<Credentials> {
+    ffi::peer_credentials(stream)
+}
+
+/// The group id that `group` names: a number is taken as the id itself,
+/// anything else is looked up as a group name.
+pub fn resolve_group(group: &str) -> Result<u32> {
+    let unknown = || Error::UnknownGroup {
+        group: group.to_owned(),
+    };
+    if let Ok(gid) = group.parse::<u32>() {
+        // (gid_t)-1 tells chown(2) to leave the group alone: it is no group.
+        return if gid == u32::MAX {
+            Err(unknown())
+        } else {
+            Ok(gid)
+        };
+    }
+    match ffi::group_id(group) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => Err(unknown()),
+        Err(source) => Err(Error::GroupLookup {
+            group: group.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Removes a temporary socket name on drop.
@@ -283,7 +366,6 @@ fn describe(kind: &fs::FileType) -> &'static str {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::net::UnixStream;
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex, PoisonError};
 
@@ -526,5 +608,216 @@ mod tests {
         drop(socket);
         assert!(!path.exists(), "socket file left behind");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A field of /proc/self/status, such as "Umask" or "Uid".
+    fn status_field(name: &str) -> String {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let prefix = format!("{name}:");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
+            .trim()
+            .to_owned()
+    }
+
+    /// A group our process may give a file: any for root (4242 need not
+    /// exist), else our own effective group.
+    fn a_group_to_give() -> u32 {
+        let effective = |name| {
+            status_field(name)
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        };
+        if effective("Uid") == 0 {
+            4242
+        } else {
+            effective("Gid")
+        }
+    }
+
+    /// Asserts the mode bits and group of the file at `path`.
+    fn assert_shared(path: &Path, gid: u32) {
+        let there = fs::symlink_metadata(path).unwrap();
+        assert!(
+            there.file_type().is_socket(),
+            "{} is no socket",
+            path.display()
+        );
+        assert_eq!(there.mode() & 0o7777, 0o660, "mode of {}", path.display());
+        assert_eq!(there.gid(), gid, "group of {}", path.display());
+    }
+
+    /// The variable that makes `sockets_in_a_child_with_umask` do its work:
+    /// the umask the parent set, in octal.
+    const CHILD_UMASK: &str = "VQMP_TEST_CHILD_UMASK";
+
+    /// The umask is process-wide and tests run in parallel threads, so each
+    /// umask is tried in a child: this test binary again, running only
+    /// `sockets_in_a_child_with_umask`, started by a shell that sets it.
+    #[test]
+    fn modes_hold_whatever_the_umask() {
+        let test = "socket::tests::sockets_in_a_child_with_umask";
+        for umask in ["0022", "0077", "0000"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(r#"umask "$0" && exec "$@""#)
+                .arg(umask)
+                .arg(std::env::current_exe().unwrap())
+                .args([test, "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD_UMASK, umask)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "with umask {umask} ({}):\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Does nothing unless run by `modes_hold_whatever_the_umask`.
+    #[test]
+    fn sockets_in_a_child_with_umask() {
+        let Ok(umask) = std::env::var(CHILD_UMASK) else {
+            return;
+        };
+        assert_eq!(
+            status_field("Umask"),
+            umask,
+            "the shell did not set the umask"
+        );
+        let dir = scratch(&format!("umask-{umask}"));
+        let (private, shared) = (dir.join("private"), dir.join("shared"));
+        let gid = a_group_to_give();
+        let private_socket = Socket::create(&private).unwrap();
+        let shared_socket = Socket::create_with(&shared, Access::Group(gid)).unwrap();
+        let mode = fs::metadata(&private).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "private socket with umask {umask}");
+        assert_shared(&shared, gid);
+        UnixStream::connect(&shared).expect("the group socket listens");
+        drop((private_socket, shared_socket));
+        assert!(!private.exists(), "private socket file left behind");
+        assert!(!shared.exists(), "group socket file left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn group_socket_has_its_mode_and_group_before_it_is_in_place() {
+        let dir = scratch("group-early");
+        let path = dir.join("s");
+        let gid = a_group_to_give();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (watched, record) = (path.clone(), Arc::clone(&seen));
+        HOOKS.lock().unwrap().push(Arc::new(move |at, step| {
+            if at != watched || step != Step::Listening {
+                return;
+            }
+            for entry in fs::read_dir(at.parent().unwrap()).unwrap() {
+                let entry = entry.unwrap();
+                let there = fs::symlink_metadata(entry.path()).unwrap();
+                record.lock().unwrap().push((
+                    entry.file_name(),
+                    there.mode() & 0o7777,
+                    there.gid(),
+                ));
+            }
+        }));
+        let socket = Socket::create_with(&path, Access::Group(gid)).unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "not exactly the temporary name: {seen:?}");
+        let (name, mode, group) = &seen[0];
+        assert!(name.to_string_lossy().starts_with(".vqmp-"), "{seen:?}");
+        assert_eq!((*mode, *group), (0o660, gid), "before linking: {seen:?}");
+        assert_shared(&path, gid);
+        drop(socket);
+        assert!(!path.exists(), "socket file left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn group_socket_bound_in_place_gets_its_mode_and_group() {
+        let top = scratch("group-in-place");
+        // A folder so long that "s" just fits in sun_path beside it and no
+        // temporary name does.
+        let dir = top.join("d".repeat(SUN_PATH_MAX - top.as_os_str().len() - 3));
+        fs::create_dir(&dir).unwrap();
+        let path = dir.join("s");
+        assert_eq!(path.as_os_str().len(), SUN_PATH_MAX);
+        assert!(temporary_name(&path).is_none());
+        let gid = a_group_to_give();
+        let socket = Socket::create_with(&path, Access::Group(gid)).unwrap();
+        assert_shared(&path, gid);
+        UnixStream::connect(&path).expect("the group socket listens");
+        drop(socket);
+        assert!(!path.exists(), "socket file left behind");
+        fs::remove_dir_all(top).unwrap();
+    }
+
+    #[test]
+    fn group_socket_keeps_the_rules_of_the_path() {
+        let dir = scratch("group-rules");
+        let path = dir.join("s");
+        let gid = a_group_to_give();
+        fs::write(&path, b"precious").unwrap();
+        let err = Socket::create_with(&path, Access::Group(gid))
+            .err()
+            .expect("a regular file must be refused");
+        assert!(err.to_string().contains("regular file"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
+        fs::remove_file(&path).unwrap();
+        drop(UnixListener::bind(&path).unwrap());
+        let ours = Socket::create_with(&path, Access::Group(gid)).expect("stale is replaced");
+        let err = Socket::create_with(&path, Access::Group(gid))
+            .err()
+            .expect("a live socket is refused");
+        assert!(matches!(err, Error::SocketInUse { .. }), "{err}");
+        assert_shared(&path, gid);
+        drop(ours);
+        assert!(!path.exists(), "socket file left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_group_that_cannot_be_given_fails_and_leaves_nothing() {
+        let uid = status_field("Uid");
+        if uid.split_whitespace().nth(1) == Some("0") {
+            // Root may give any group: nothing to refuse.
+            return;
+        }
+        let dir = scratch("group-refused");
+        let path = dir.join("s");
+        let err = Socket::create_with(&path, Access::Group(0))
+            .err()
+            .expect("a group we are not in is refused");
+        assert!(matches!(err, Error::SocketGroup { gid: 0, .. }), "{err}");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert!(names.is_empty(), "left behind: {names:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn resolve_group_takes_a_name_or_a_number() {
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert_eq!(resolve_group("0").unwrap(), 0);
+        // A number is an id as given, whether a group has it or not.
+        assert_eq!(resolve_group("4242").unwrap(), 4242);
+    }
+
+    #[test]
+    fn resolve_group_names_an_unknown_group() {
+        let err = resolve_group("nosuch").expect_err("no group 'nosuch'");
+        assert!(matches!(err, Error::UnknownGroup { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "unknown group 'nosuch'");
+        assert_eq!(err.exit_code(), 1);
+        let err = resolve_group("4294967295").expect_err("(gid_t)-1 is no group");
+        assert_eq!(err.to_string(), "unknown group '4294967295'");
+        assert!(resolve_group("").is_err());
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::log::Level;
+use crate::qmp::policy::{self, Rule};
 
 pub const USAGE: &str = "\
 Usage: virt-qemu-qmp-proxy [OPTION]... DOMAIN QMP-SOCKET-PATH
@@ -21,13 +22,26 @@ Options:
   -r, --reconnect-timeout SECONDS
                           when libvirt goes away, how long to try to
                           reconnect before exiting (default 60; 0: exit)
+      --read-only         serve read-only clients on QMP-SOCKET-PATH: only
+                          commands that cannot change the guest
+      --read-only-socket PATH
+                          also serve read-only clients on PATH
+      --read-only-group GROUP
+                          give the read-only socket to GROUP, mode 0660
+                          (needs --read-only-socket)
+      --allow PATTERN     let clients run the commands PATTERN matches
+      --deny PATTERN      refuse the commands PATTERN matches; the last
+                          --allow or --deny that matches decides, and on a
+                          read-only socket they can only refuse more
+                          (PATTERN: a command name, with * and ?)
   -v, --verbose           print every QMP message in and out on stderr
   -d, --debug             also print internal details and libvirt's messages
   -q, --quiet             print errors only
   -h, --help              show this help and exit
   -V, --version           show the version and exit
 
-Warning: libvirt marks the guest as tainted; keep to query commands.";
+Warning: libvirt marks the guest as tainted; keep to query commands, or
+give clients --read-only access.";
 
 /// What the proxy was asked to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,6 +62,14 @@ pub struct Config {
     pub max_clients: usize,
     /// How long to try to reach libvirt again after losing it.
     pub reconnect_timeout: Duration,
+    /// Whether the clients of `socket` are read-only.
+    pub read_only: bool,
+    /// A second socket whose clients are read-only.
+    pub read_only_socket: Option<PathBuf>,
+    /// The group (name or number, as given) that gets `read_only_socket`.
+    pub read_only_group: Option<String>,
+    /// `--allow` and `--deny`, in command-line order.
+    pub rules: Vec<Rule>,
 }
 
 /// Defaults of the options that take numbers.
@@ -64,6 +86,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
     let mut reconnect_timeout = DEFAULT_RECONNECT_TIMEOUT;
     let mut domain = None;
     let mut socket = None;
+    let mut read_only = false;
+    let mut read_only_socket = None;
+    let mut read_only_group = None;
+    let mut rules = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -77,6 +103,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
             Short('r') | Long("reconnect-timeout") => {
                 reconnect_timeout = Duration::from_secs(parser.value()?.parse()?);
             }
+            Long("read-only") => read_only = true,
+            Long("read-only-socket") => {
+                if read_only_socket.is_some() {
+                    return Err("--read-only-socket may be given only once".into());
+                }
+                read_only_socket = Some(PathBuf::from(parser.value()?));
+            }
+            Long("read-only-group") => {
+                if read_only_group.is_some() {
+                    return Err("--read-only-group may be given only once".into());
+                }
+                read_only_group = Some(parser.value()?.string()?);
+            }
+            Long(option @ ("allow" | "deny")) => {
+                let allow = option == "allow";
+                rules.push(policy::rule(allow, &parser.value()?.string()?)?);
+            }
             Short('v') | Long("verbose") => level = level.max(Level::Traffic),
             Short('d') | Long("debug") => level = Level::Debug,
             Short('q') | Long("quiet") => level = Level::Error,
@@ -87,6 +130,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
             _ => return Err(arg.unexpected()),
         }
     }
+    if read_only_group.is_some() && read_only_socket.is_none() {
+        return Err("--read-only-group needs --read-only-socket".into());
+    }
     Ok(Command::Run(Config {
         uri,
         domain: domain.ok_or("missing argument DOMAIN")?,
@@ -94,6 +140,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
         level,
         max_clients,
         reconnect_timeout,
+        read_only,
+        read_only_socket,
+        read_only_group,
+        rules,
     }))
 }
 
@@ -163,6 +213,131 @@ mod tests {
         ] {
             assert!(parse_strs(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn access_options_default_to_full_access() {
+        let c = config(&["a", "b"]);
+        assert!(!c.read_only);
+        assert_eq!(c.read_only_socket, None);
+        assert_eq!(c.read_only_group, None);
+        assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn read_only_serves_the_main_socket_read_only() {
+        assert!(config(&["--read-only", "a", "b"]).read_only);
+        assert!(config(&["a", "b", "--read-only"]).read_only);
+    }
+
+    #[test]
+    fn read_only_socket_is_a_path_given_once() {
+        let c = config(&["--read-only-socket", "/run/vm1-ro.qmp", "a", "b"]);
+        assert_eq!(c.read_only_socket, Some(PathBuf::from("/run/vm1-ro.qmp")));
+        assert!(!c.read_only);
+        assert_eq!(
+            config(&["--read-only-socket=/x", "a", "b"]).read_only_socket,
+            Some(PathBuf::from("/x"))
+        );
+        assert_eq!(
+            parse_strs(&[
+                "--read-only-socket",
+                "/x",
+                "--read-only-socket",
+                "/y",
+                "a",
+                "b"
+            ])
+            .unwrap_err()
+            .to_string(),
+            "--read-only-socket may be given only once"
+        );
+        assert!(parse_strs(&["a", "b", "--read-only-socket"])
+            .unwrap_err()
+            .to_string()
+            .contains("missing argument"));
+    }
+
+    #[test]
+    fn read_only_group_needs_the_read_only_socket() {
+        let c = config(&[
+            "--read-only-group",
+            "monitoring",
+            "--read-only-socket",
+            "/x",
+            "a",
+            "b",
+        ]);
+        assert_eq!(c.read_only_group.as_deref(), Some("monitoring"));
+        let c = config(&[
+            "--read-only-socket",
+            "/x",
+            "--read-only-group=1001",
+            "a",
+            "b",
+        ]);
+        assert_eq!(c.read_only_group.as_deref(), Some("1001"));
+        assert_eq!(
+            parse_strs(&["--read-only-group", "monitoring", "a", "b"])
+                .unwrap_err()
+                .to_string(),
+            "--read-only-group needs --read-only-socket"
+        );
+        assert_eq!(
+            parse_strs(&[
+                "--read-only-socket",
+                "/x",
+                "--read-only-group",
+                "g",
+                "--read-only-group",
+                "h",
+                "a",
+                "b"
+            ])
+            .unwrap_err()
+            .to_string(),
+            "--read-only-group may be given only once"
+        );
+    }
+
+    #[test]
+    fn allow_and_deny_keep_their_order() {
+        let c = config(&[
+            "--deny",
+            "query-*",
+            "--allow=query-status",
+            "a",
+            "b",
+            "--deny",
+            "s*",
+        ]);
+        let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rules,
+            ["--deny 'query-*'", "--allow 'query-status'", "--deny 's*'"]
+        );
+        assert!(!c.rules[0].allows());
+        assert_eq!(c.rules[1].pattern(), "query-status");
+    }
+
+    #[test]
+    fn bad_patterns_are_usage_errors() {
+        assert_eq!(
+            parse_strs(&["--deny", "", "a", "b"])
+                .unwrap_err()
+                .to_string(),
+            "invalid --deny pattern '': it is empty"
+        );
+        assert_eq!(
+            parse_strs(&["--allow", "device del", "a", "b"])
+                .unwrap_err()
+                .to_string(),
+            "invalid --allow pattern 'device del': ' ' cannot occur in a command name"
+        );
+        assert!(parse_strs(&["a", "b", "--deny"])
+            .unwrap_err()
+            .to_string()
+            .contains("missing argument"));
     }
 
     #[test]

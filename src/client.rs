@@ -77,7 +77,7 @@ fn answer(
         traffic!("client {client} -> {}", qmp::to_text(message).trim_end());
     }
     match session.handle(item) {
-        Action::Reply(line) => (line, Vec::new()),
+        Action::Reply(line) | Action::Refused { line, .. } => (line, Vec::new()),
         Action::Execute(command) => match monitor.execute(&command.json, files) {
             Ok(reply) => (command.reply(&reply.text), reply.files),
             Err(failure) => (command.error("GenericError", &failure.desc), Vec::new()),

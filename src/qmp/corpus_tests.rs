@@ -48,6 +48,7 @@ fn run_chunk(stream: &mut Stream, session: &mut Session, bytes: &[u8], lines: &m
         let line = match session.handle(item) {
             Action::Reply(line) => line,
             Action::Execute(command) => command.reply(&fake_guest(&command)),
+            Action::Refused { line, .. } => panic!("refused without a policy: {line}"),
         };
         let line = line
             .strip_suffix("\r\n")

@@ -2,14 +2,16 @@
 //! The QMP protocol, byte for byte as QEMU 7.2 speaks it, with no I/O: the
 //! QObject model (`value`), the input side (lexer, streamer and parser behind
 //! [`Stream`]), per-connection request validation and negotiation
-//! ([`Session`]), every line sent to a client (`reply`), and QEMU's output
-//! format (`writer`, and `relay` for JSON text relayed by libvirt).
+//! ([`Session`]), which commands a client may run (`policy`), every line
+//! sent to a client (`reply`), and QEMU's output format (`writer`, and
+//! `relay` for JSON text relayed by libvirt).
 
 #[cfg(test)]
 mod corpus_tests;
 mod ghash;
 mod lexer;
 mod parser;
+pub mod policy;
 mod relay;
 mod reply;
 mod session;
@@ -18,7 +20,8 @@ mod unicode;
 mod value;
 mod writer;
 
-pub use reply::{error, event, greeting, version_from_reply};
+pub use policy::{GuestCommands, Policy};
+pub use reply::{command_names, error, event, greeting, version_from_reply};
 pub use session::{runs, Action, Command, Session};
 pub use stream::{Parsed, Stream};
 pub use value::{Dict, Value};

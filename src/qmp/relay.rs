@@ -177,6 +177,73 @@ fn decode_string(text: &str, start: usize) -> Result<(String, usize), Malformed>
     Ok((decoded, end))
 }
 
+/// Re-prints the list at `start` like [`reprint_value`], leaving out the
+/// elements for which `keep`, given an element's text as libvirt wrote it,
+/// says false. A value that is not a list is re-printed whole.
+pub(crate) fn reprint_list_filtered(
+    out: &mut String,
+    text: &str,
+    start: usize,
+    mut keep: impl FnMut(&str) -> bool,
+) -> Result<usize, Malformed> {
+    let bytes = text.as_bytes();
+    let mut position = skip_whitespace(bytes, start);
+    if bytes.get(position) != Some(&b'[') {
+        return reprint_value(out, text, start);
+    }
+    out.push('[');
+    position = skip_whitespace(bytes, position + 1);
+    if bytes.get(position) == Some(&b']') {
+        out.push(']');
+        return Ok(position + 1);
+    }
+    let mut element = String::new();
+    let mut kept = false;
+    loop {
+        element.clear();
+        let end = reprint_value(&mut element, text, position)?;
+        if keep(&text[position..end]) {
+            if kept {
+                out.push_str(", ");
+            }
+            out.push_str(&element);
+            kept = true;
+        }
+        position = skip_whitespace(bytes, end);
+        match bytes.get(position) {
+            Some(b',') => position = skip_whitespace(bytes, position + 1),
+            Some(b']') => {
+                out.push(']');
+                return Ok(position + 1);
+            }
+            _ => return Err(Malformed),
+        }
+    }
+}
+
+/// The string values of the members `names` of the object in `text` (None
+/// for a member that is missing or not a string; the first of repeats).
+pub(crate) fn string_members<const N: usize>(
+    text: &str,
+    names: [&str; N],
+) -> Result<[Option<String>; N], Malformed> {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut scratch = String::new();
+    for_each_member(text, |name, start| {
+        let position = skip_whitespace(text.as_bytes(), start);
+        if let Some(index) = names.iter().position(|wanted| *wanted == name) {
+            if found[index].is_none() && text.as_bytes().get(position) == Some(&b'"') {
+                let (value, end) = decode_string(text, position)?;
+                found[index] = Some(value);
+                return Ok(end);
+            }
+        }
+        scratch.clear();
+        reprint_value(&mut scratch, text, start)
+    })?;
+    Ok(found)
+}
+
 /// Re-prints a whole text holding one JSON value.
 pub(crate) fn reprint_text(out: &mut String, text: &str) -> Result<(), Malformed> {
     let end = reprint_value(out, text, 0)?;
@@ -272,6 +339,38 @@ mod tests {
         assert_eq!(reprint_text(&mut out, r#"{"a":1}}"#), Err(Malformed));
         assert_eq!(reprint_text(&mut out, r#""abc"#), Err(Malformed));
         assert_eq!(reprint_text(&mut out, ""), Err(Malformed));
+    }
+
+    #[test]
+    fn filtered_list_keeps_the_format_of_the_kept_elements() {
+        let text = r#"[ {"n":1} ,"x",[2,3],{"n":"\u00e9"}]"#;
+        let mut out = String::new();
+        let end = reprint_list_filtered(&mut out, text, 0, |element| element != r#""x""#).unwrap();
+        assert_eq!(end, text.len());
+        assert_eq!(out, r#"[{"n": 1}, [2, 3], {"n": "\u00E9"}]"#);
+        out.clear();
+        reprint_list_filtered(&mut out, text, 0, |_| false).unwrap();
+        assert_eq!(out, "[]");
+        out.clear();
+        reprint_list_filtered(&mut out, " [ ] ", 0, |_| true).unwrap();
+        assert_eq!(out, "[]");
+        out.clear();
+        reprint_list_filtered(&mut out, r#"{"a":[1]}"#, 0, |_| false).unwrap();
+        assert_eq!(out, r#"{"a": [1]}"#);
+        assert_eq!(
+            reprint_list_filtered(&mut out, "[1,", 0, |_| true),
+            Err(Malformed)
+        );
+    }
+
+    #[test]
+    fn string_members_are_decoded() {
+        let text = r#"{"arg-type":"0","name":"qu\u0069t","meta-type":1,"name":"x"}"#;
+        assert_eq!(
+            string_members(text, ["name", "meta-type", "nope"]).unwrap(),
+            [Some("quit".to_owned()), None, None]
+        );
+        assert_eq!(string_members("[]", ["name"]), Err(Malformed));
     }
 
     #[test]

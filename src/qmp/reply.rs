@@ -4,10 +4,13 @@
 //! QEMU with the client's id put back. Member orders are written by hand in
 //! QDict order, which a test checks against [`Dict::bucket_of`].
 //!
-//! Also the one piece of QMP that start-up needs: the version in a
-//! query-version reply.
+//! Also the pieces of QMP that start-up needs: the version in a
+//! query-version reply and the names in a query-commands reply.
 
-use super::relay::{for_each_member, reprint_text, reprint_value, Malformed};
+use super::policy::Listing;
+use super::relay::{
+    for_each_member, reprint_list_filtered, reprint_text, reprint_value, string_members, Malformed,
+};
 use super::session::{Command, GENERIC_ERROR};
 use super::value::Value;
 use super::writer::{quote_qemu, write_qemu};
@@ -58,6 +61,35 @@ pub fn version_from_reply(text: &str) -> Result<String, String> {
     }
 }
 
+/// The command names in libvirt's query-commands reply (for
+/// [`GuestCommands`](super::GuestCommands)); the error says what the reply
+/// was instead.
+pub fn command_names(text: &str) -> Result<Vec<String>, String> {
+    let mut names = None;
+    let mut scratch = String::new();
+    let walked = for_each_member(text, |member, start| {
+        if member != "return" || names.is_some() {
+            scratch.clear();
+            return reprint_value(&mut scratch, text, start);
+        }
+        let mut found = Vec::new();
+        scratch.clear();
+        let end = reprint_list_filtered(&mut scratch, text, start, |element| {
+            if let Ok([Some(name)]) = string_members(element, ["name"]) {
+                found.push(name);
+            }
+            false
+        })?;
+        names = Some(found);
+        Ok(end)
+    });
+    match (walked, names) {
+        (Ok(()), Some(names)) if !names.is_empty() => Ok(names),
+        (Err(Malformed), _) => Err(format!("query-commands reply is not a JSON object: {text}")),
+        _ => Err(format!("query-commands answered {text}")),
+    }
+}
+
 /// Re-prints libvirt's JSON text in QEMU's format, or `fallback` if it is not JSON.
 fn push_relayed(line: &mut String, text: &str, fallback: &str) {
     let start = line.len();
@@ -75,7 +107,7 @@ impl Command {
     /// own `id`; that id is dropped and the client's put where QEMU puts it.
     /// Text that is not such a reply gives a GenericError line.
     pub fn reply(&self, libvirt_reply: &str) -> String {
-        match relay_reply(libvirt_reply, self.id.as_ref()) {
+        match relay_reply(libvirt_reply, self.id.as_ref(), self.listing.as_ref()) {
             Ok(line) => line,
             Err(Malformed) => self.error(GENERIC_ERROR, "Malformed reply from libvirt"),
         }
@@ -89,8 +121,13 @@ impl Command {
 }
 
 /// Single pass over libvirt's reply: the `return` or `error` member is
-/// re-printed straight into the line, other members are skipped.
-fn relay_reply(text: &str, id: Option<&Value>) -> Result<String, Malformed> {
+/// re-printed straight into the line (without what `listing` leaves out),
+/// other members are skipped.
+fn relay_reply(
+    text: &str,
+    id: Option<&Value>,
+    listing: Option<&Listing>,
+) -> Result<String, Malformed> {
     let mut line = String::with_capacity(text.len() + text.len() / 8 + 64);
     let mut scratch = String::new();
     let mut found = false;
@@ -100,7 +137,12 @@ fn relay_reply(text: &str, id: Option<&Value>) -> Result<String, Malformed> {
             if name == "return" {
                 // {"return": R, "id": ID}: "return" hashes before "id".
                 line.push_str("{\"return\": ");
-                let end = reprint_value(&mut line, text, start)?;
+                let end = match listing {
+                    Some(listing) => reprint_list_filtered(&mut line, text, start, |element| {
+                        listing.keeps(element)
+                    })?,
+                    None => reprint_value(&mut line, text, start)?,
+                };
                 push_id_member(&mut line, ", ", id, "");
                 line.push('}');
                 Ok(end)
@@ -160,7 +202,7 @@ pub fn error(class: &str, desc: &str, id: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qmp::{to_text, Dict};
+    use crate::qmp::{to_text, Dict, Policy};
 
     #[test]
     fn greeting_reprints_the_version() {
@@ -222,6 +264,7 @@ mod tests {
             name: "query-status".into(),
             json: String::new(),
             id: Some(Value::Str("s".into())),
+            ..Command::default()
         };
         assert_eq!(
             command.reply(r#"{"return":{"status":"running","singlestep":false,"running":true},"id":"libvirt-12"}"#),
@@ -243,6 +286,7 @@ mod tests {
             name: "device_del".into(),
             json: String::new(),
             id: Some(Value::Int(3)),
+            ..Command::default()
         };
         assert_eq!(
             command.reply(r#"{"id":"libvirt-7","error":{"class":"DeviceNotFound","desc":"Device 'x\u00e9' not found"}}"#),
@@ -260,6 +304,7 @@ mod tests {
             name: "x".into(),
             json: String::new(),
             id: None,
+            ..Command::default()
         };
         assert!(command
             .reply("{\"id\":\"libvirt-1\"}")
@@ -290,12 +335,118 @@ mod tests {
             name: "query-qmp-schema".into(),
             json: String::new(),
             id: Some(Value::Int(1)),
+            ..Command::default()
         };
         let started = std::time::Instant::now();
         let line = command.reply(&text);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert!(line.starts_with("{\"return\": [{\"name\": \"command-0\", \"ret-type\": \"0\""));
         assert!(line.ends_with("}], \"id\": 1}\r\n"));
+    }
+
+    /// query-commands as libvirt relays it from QEMU 7.2 (cut short).
+    const COMMANDS_REPLY: &str = r#"{"return":[{"name":"device_add"},{"name":"x-query-virtio"},{"name":"query-status"},{"name":"stop"},{"name":"human-monitor-command"},{"name":"qmp_capabilities"},{"name":"device_del"},{"name":"qom-list"}],"id":"libvirt-12"}"#;
+
+    /// query-qmp-schema as libvirt relays it from QEMU 7.2 (cut short).
+    const SCHEMA_REPLY: &str = r#"{"return":[{"name":"query-status","ret-type":"1","meta-type":"command","arg-type":"0"},{"name":"STOP","meta-type":"event","arg-type":"0"},{"name":"device_del","ret-type":"0","meta-type":"command","arg-type":"187"},{"name":"stop","ret-type":"0","meta-type":"command","arg-type":"0"},{"name":"human-monitor-command","ret-type":"str","meta-type":"command","arg-type":"226","features":["savevm-monitor-nodes"]},{"name":"0","members":[],"meta-type":"object"},{"name":"1","members":[{"name":"running","type":"bool"},{"name":"singlestep","type":"bool"},{"name":"status","type":"262"}],"meta-type":"object"}],"id":"libvirt-13"}"#;
+
+    fn listing_command(name: &str, listing: Option<Listing>) -> Command {
+        Command {
+            name: name.into(),
+            id: Some(Value::Int(5)),
+            listing,
+            ..Command::default()
+        }
+    }
+
+    fn policy(read_only: bool, rules: &[(bool, &str)]) -> Policy {
+        let rules = rules
+            .iter()
+            .map(|&(allow, pattern)| crate::qmp::policy::rule(allow, pattern).unwrap())
+            .collect();
+        Policy::new(read_only, rules)
+    }
+
+    #[test]
+    fn query_commands_lists_only_what_may_run() {
+        let command = listing_command(
+            "query-commands",
+            Some(Listing::Commands(policy(true, &[(false, "x-*")]))),
+        );
+        assert_eq!(
+            command.reply(COMMANDS_REPLY),
+            "{\"return\": [{\"name\": \"query-status\"}, {\"name\": \"human-monitor-command\"}, \
+             {\"name\": \"qmp_capabilities\"}, {\"name\": \"qom-list\"}], \"id\": 5}\r\n"
+        );
+        let command = listing_command(
+            "query-commands",
+            Some(Listing::Commands(policy(false, &[(false, "device_*")]))),
+        );
+        assert_eq!(
+            command.reply(COMMANDS_REPLY),
+            "{\"return\": [{\"name\": \"x-query-virtio\"}, {\"name\": \"query-status\"}, \
+             {\"name\": \"stop\"}, {\"name\": \"human-monitor-command\"}, \
+             {\"name\": \"qmp_capabilities\"}, {\"name\": \"qom-list\"}], \"id\": 5}\r\n"
+        );
+    }
+
+    #[test]
+    fn query_qmp_schema_keeps_types_and_events() {
+        let command = listing_command("query-qmp-schema", Some(Listing::Schema(policy(true, &[]))));
+        assert_eq!(
+            command.reply(SCHEMA_REPLY),
+            "{\"return\": [{\"name\": \"query-status\", \"ret-type\": \"1\", \"meta-type\": \"command\", \"arg-type\": \"0\"}, \
+             {\"name\": \"STOP\", \"meta-type\": \"event\", \"arg-type\": \"0\"}, \
+             {\"name\": \"human-monitor-command\", \"ret-type\": \"str\", \"meta-type\": \"command\", \"arg-type\": \"226\", \"features\": [\"savevm-monitor-nodes\"]}, \
+             {\"name\": \"0\", \"members\": [], \"meta-type\": \"object\"}, \
+             {\"name\": \"1\", \"members\": [{\"name\": \"running\", \"type\": \"bool\"}, {\"name\": \"singlestep\", \"type\": \"bool\"}, {\"name\": \"status\", \"type\": \"262\"}], \"meta-type\": \"object\"}], \
+             \"id\": 5}\r\n"
+        );
+    }
+
+    #[test]
+    fn a_listing_that_keeps_everything_is_unchanged() {
+        let everything = policy(false, &[(true, "*")]);
+        for (name, text, listing) in [
+            (
+                "query-commands",
+                COMMANDS_REPLY,
+                Listing::Commands(everything.clone()),
+            ),
+            (
+                "query-qmp-schema",
+                SCHEMA_REPLY,
+                Listing::Schema(everything.clone()),
+            ),
+        ] {
+            assert_eq!(
+                listing_command(name, Some(listing)).reply(text),
+                listing_command(name, None).reply(text),
+                "{name}"
+            );
+        }
+        // Errors pass as they are.
+        let error = r#"{"id":"libvirt-1","error":{"class":"GenericError","desc":"x"}}"#;
+        let listing = Listing::Commands(policy(true, &[]));
+        assert_eq!(
+            listing_command("query-commands", Some(listing)).reply(error),
+            "{\"id\": 5, \"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\r\n"
+        );
+    }
+
+    #[test]
+    fn command_names_are_read_from_query_commands() {
+        let names = command_names(COMMANDS_REPLY).unwrap();
+        assert_eq!(names.len(), 8);
+        assert_eq!(names[0], "device_add");
+        assert_eq!(names[7], "qom-list");
+        assert!(command_names(r#"{"id":"libvirt-1","error":{}}"#)
+            .unwrap_err()
+            .starts_with("query-commands answered"));
+        assert!(command_names(r#"{"return":[],"id":"libvirt-1"}"#).is_err());
+        assert!(command_names("[")
+            .unwrap_err()
+            .starts_with("query-commands reply is not a JSON object"));
     }
 
     #[test]

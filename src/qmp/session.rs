@@ -2,16 +2,26 @@
 //! One client connection's request handling: what QEMU's monitor does with
 //! each parsed item (monitor/qmp.c, qapi/qmp-dispatch.c), capabilities
 //! negotiation (monitor/qmp-cmds-control.c and the generated marshaller of
-//! `qmp_capabilities`). The lines it answers with are made in `reply`.
+//! `qmp_capabilities`), and the client's policy, applied where QEMU checks
+//! `cmd->enabled`. The lines it answers with are made in `reply`.
+
+use std::sync::Arc;
 
 use super::parser::LIBVIRT_ARGUMENT_LEVELS;
+use super::policy::{reads_only, GuestCommands, Listing, Policy};
 use super::reply::{error, success_line};
 use super::stream::{Parsed, Stream};
 use super::value::{dismantle, Dict, Value};
-use super::writer::{quote_compact, write_compact_dict};
+use super::writer::{compact_prefix, quote_compact, write_compact_dict};
 
 pub(crate) const GENERIC_ERROR: &str = "GenericError";
 const COMMAND_NOT_FOUND: &str = "CommandNotFound";
+
+/// The one command whose arguments the policy reads.
+const HMP: &str = "human-monitor-command";
+
+/// How much of a client's id the audit log gets.
+const AUDIT_ID_BYTES: usize = 200;
 
 /// What to do with one parsed item.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,10 +30,22 @@ pub enum Action {
     Reply(String),
     /// Run this command on the guest and answer with [`Command::reply`].
     Execute(Command),
+    /// The client's policy refused the command: send `line` (QEMU's error
+    /// for a disabled command) and audit the refusal. Nothing reaches the
+    /// guest.
+    Refused {
+        line: String,
+        /// The `execute` member.
+        name: String,
+        /// The client's id as compact JSON, cut to 200 bytes.
+        id: Option<String>,
+        /// Why, naming the policy: `read-only socket`, `refused by --deny 'x'`.
+        reason: String,
+    },
 }
 
 /// A command for the guest.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Command {
     /// The `execute` member.
     pub name: String,
@@ -33,12 +55,30 @@ pub struct Command {
     pub json: String,
     /// The client's `id`, echoed in the reply.
     pub id: Option<Value>,
+    /// Whether it is in the read-only set; the others are audited when run.
+    pub read_only: bool,
+    /// For query-commands and query-qmp-schema on a restricted socket: what
+    /// to leave out of the reply.
+    pub(crate) listing: Option<Listing>,
+}
+
+impl Command {
+    /// The client's id as compact JSON cut to 200 bytes, for the audit log.
+    pub fn audit_id(&self) -> Option<String> {
+        audit_id(self.id.as_ref())
+    }
+}
+
+fn audit_id(id: Option<&Value>) -> Option<String> {
+    id.map(|id| compact_prefix(id, AUDIT_ID_BYTES))
 }
 
 /// The state of one client connection.
 #[derive(Debug, Default)]
 pub struct Session {
     negotiated: bool,
+    policy: Policy,
+    guest: Arc<GuestCommands>,
 }
 
 /// Why a request is refused: the class and desc of its error reply.
@@ -57,8 +97,19 @@ impl Refusal {
 }
 
 impl Session {
+    /// A session that may run every command.
     pub fn new() -> Session {
         Session::default()
+    }
+
+    /// A session under `policy`; `guest` tells a refused command the guest
+    /// lacks (QEMU's "not found") from one it has (QEMU's "disabled").
+    pub fn with_policy(policy: Policy, guest: Arc<GuestCommands>) -> Session {
+        Session {
+            negotiated: false,
+            policy,
+            guest,
+        }
     }
 
     /// Whether `qmp_capabilities` has succeeded on this connection.
@@ -86,10 +137,7 @@ impl Session {
         let id = request.remove("id");
         let outcome = self.dispatch(&request);
         let line = match outcome {
-            Ok(Some(name)) => {
-                let json = command_text(&name, request.remove("arguments"));
-                return Action::Execute(Command { name, json, id });
-            }
+            Ok(Some(name)) => return self.command(name, request.remove("arguments"), id),
             Ok(None) => success_line("{}", id.as_ref()),
             Err(failure) => error(failure.class, &failure.desc, id.as_ref()),
         };
@@ -98,6 +146,61 @@ impl Session {
             dismantle(id);
         }
         Action::Reply(line)
+    }
+
+    /// A command past negotiation: for the guest, or refused by the policy
+    /// at the point where qmp_dispatch checks `cmd->enabled`.
+    fn command(&self, name: String, arguments: Option<Value>, id: Option<Value>) -> Action {
+        let reparsed;
+        let hmp_arguments = match &arguments {
+            Some(Value::Compact(text)) if name == HMP => {
+                reparsed = reparse(text);
+                reparsed.as_ref()
+            }
+            Some(Value::Dict(dict)) if name == HMP => Some(dict),
+            _ => None,
+        };
+        let read_only = reads_only(&name, hmp_arguments);
+        let Some(reason) = self.policy.refusal(&name, hmp_arguments) else {
+            let listing = self.listing(&name);
+            let json = command_text(&name, arguments);
+            return Action::Execute(Command {
+                name,
+                json,
+                id,
+                read_only,
+                listing,
+            });
+        };
+        // The lookup comes first: what the guest lacks is not found.
+        let action = if self.guest.knows(&name) {
+            let desc = format!("Command {name} has been disabled: {reason}");
+            Action::Refused {
+                line: error(COMMAND_NOT_FOUND, &desc, id.as_ref()),
+                id: audit_id(id.as_ref()),
+                name,
+                reason,
+            }
+        } else {
+            Action::Reply(error(COMMAND_NOT_FOUND, &not_found(&name), id.as_ref()))
+        };
+        for value in [id, arguments].into_iter().flatten() {
+            // Either may be nested 1000 deep.
+            dismantle(value);
+        }
+        action
+    }
+
+    /// What to filter out of the reply to `name`, if it lists commands.
+    fn listing(&self, name: &str) -> Option<Listing> {
+        if self.policy.is_unrestricted() {
+            return None;
+        }
+        match name {
+            "query-commands" => Some(Listing::Commands(self.policy.clone())),
+            "query-qmp-schema" => Some(Listing::Schema(self.policy.clone())),
+            _ => None,
+        }
     }
 
     /// `qmp_dispatch` up to running the command. Ok(None) is a local
@@ -131,7 +234,7 @@ impl Session {
             // answers it.
             return Err(Refusal {
                 class: COMMAND_NOT_FOUND,
-                desc: format!("The command {name} has not been found"),
+                desc: not_found(name),
             });
         }
         Ok(Some(name.to_owned()))
@@ -158,6 +261,11 @@ impl Session {
         self.negotiated = true;
         Ok(())
     }
+}
+
+/// QEMU's desc for a command it does not have.
+fn not_found(name: &str) -> String {
+    format!("The command {name} has not been found")
 }
 
 /// `qmp_dispatch_check_obj` with OOB disabled: members are checked in QDict
@@ -304,15 +412,233 @@ mod tests {
     fn reply_of(action: &Action) -> &str {
         match action {
             Action::Reply(line) => line,
-            Action::Execute(command) => panic!("expected a local reply, got {command:?}"),
+            other => panic!("expected a local reply, got {other:?}"),
         }
     }
 
     fn command_of(action: Action) -> Command {
         match action {
             Action::Execute(command) => command,
-            Action::Reply(line) => panic!("expected a command, got {line}"),
+            other => panic!("expected a command, got {other:?}"),
         }
+    }
+
+    fn restricted(read_only: bool, rules: &[(bool, &str)], guest: &[&str]) -> Session {
+        let rules = rules
+            .iter()
+            .map(|&(allow, pattern)| crate::qmp::policy::rule(allow, pattern).unwrap())
+            .collect();
+        let commands = Arc::new(GuestCommands::new());
+        if !guest.is_empty() {
+            commands.set(guest.iter().map(|name| name.to_string()));
+        }
+        let mut session = Session::with_policy(Policy::new(read_only, rules), commands);
+        let actions = run(&mut session, r#"{"execute":"qmp_capabilities"}"#);
+        assert_eq!(actions, [Action::Reply("{\"return\": {}}\r\n".into())]);
+        session
+    }
+
+    /// The refusal of the only command in `input`: (line, name, id, reason).
+    fn refusal_of(session: &mut Session, input: &str) -> (String, String, Option<String>, String) {
+        match run(session, input).remove(0) {
+            Action::Refused {
+                line,
+                name,
+                id,
+                reason,
+            } => (line, name, id, reason),
+            other => panic!("expected a refusal of {input}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refused_command_gets_qemus_disabled_error_with_its_id() {
+        let mut session = restricted(true, &[], &[]);
+        for (id, printed) in [
+            ("1", "1"),
+            (r#""a\u00e9""#, r#""a\u00E9""#),
+            (
+                r#"{"b":[true,null],"a":-1.5}"#,
+                r#"{"a": -1.5, "b": [true, null]}"#,
+            ),
+            ("null", "null"),
+            ("18446744073709551615", "18446744073709551615"),
+        ] {
+            let (line, name, audited, reason) = refusal_of(
+                &mut session,
+                &format!(r#"{{"execute":"stop","id":{id},"arguments":{{"x":1}}}}"#),
+            );
+            assert_eq!(
+                line,
+                format!(
+                    "{{\"id\": {printed}, \"error\": {{\"class\": \"CommandNotFound\", \
+                     \"desc\": \"Command stop has been disabled: read-only socket\"}}}}\r\n"
+                )
+            );
+            assert_eq!(name, "stop");
+            assert_eq!(reason, "read-only socket");
+            let compact = audited.expect("an id");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&compact).unwrap(),
+                serde_json::from_str::<serde_json::Value>(id).unwrap()
+            );
+        }
+        let (line, _, audited, _) = refusal_of(&mut session, r#"{"execute":"quit"}"#);
+        assert_eq!(
+            line,
+            "{\"error\": {\"class\": \"CommandNotFound\", \
+             \"desc\": \"Command quit has been disabled: read-only socket\"}}\r\n"
+        );
+        assert_eq!(audited, None);
+    }
+
+    #[test]
+    fn refusal_names_the_deciding_rule() {
+        let mut session = restricted(false, &[(false, "query-*"), (true, "query-status")], &[]);
+        let (line, _, audited, reason) =
+            refusal_of(&mut session, r#"{"execute":"query-name","id":"x"}"#);
+        assert_eq!(reason, "refused by --deny 'query-*'");
+        assert_eq!(audited.as_deref(), Some(r#""x""#));
+        assert_eq!(
+            line,
+            "{\"id\": \"x\", \"error\": {\"class\": \"CommandNotFound\", \
+             \"desc\": \"Command query-name has been disabled: refused by --deny 'query-*'\"}}\r\n"
+        );
+        let command = command_of(run(&mut session, r#"{"execute":"query-status"}"#).remove(0));
+        assert_eq!(command.name, "query-status");
+
+        let mut session = restricted(false, &[(true, "stop"), (false, "s*")], &[]);
+        let (_, _, _, reason) = refusal_of(&mut session, r#"{"execute":"stop"}"#);
+        assert_eq!(reason, "refused by --deny 's*'");
+        command_of(run(&mut session, r#"{"execute":"cont"}"#).remove(0));
+    }
+
+    #[test]
+    fn refused_command_the_guest_lacks_is_not_found() {
+        let mut session = restricted(true, &[], &["stop", "query-status"]);
+        let actions = run(&mut session, r#"{"execute":"stopp","id":2}"#);
+        assert_eq!(
+            reply_of(&actions[0]),
+            "{\"id\": 2, \"error\": {\"class\": \"CommandNotFound\", \
+             \"desc\": \"The command stopp has not been found\"}}\r\n"
+        );
+        refusal_of(&mut session, r#"{"execute":"stop","id":2}"#);
+        // Allowed commands go to the guest, which answers for itself.
+        command_of(run(&mut session, r#"{"execute":"query-nope"}"#).remove(0));
+    }
+
+    #[test]
+    fn request_shape_is_checked_before_the_policy() {
+        let mut session = restricted(true, &[], &[]);
+        let actions = run(
+            &mut session,
+            r#"{"execute":"stop","arguments":[]}{"execute":"stop","x":1}"#,
+        );
+        assert_eq!(
+            reply_of(&actions[0]),
+            "{\"error\": {\"class\": \"GenericError\", \
+             \"desc\": \"QMP input member 'arguments' must be an object\"}}\r\n"
+        );
+        assert!(reply_of(&actions[1]).contains("QMP input member 'x' is unexpected"));
+    }
+
+    #[test]
+    fn negotiation_is_unchanged_by_the_policy() {
+        let mut session = Session::with_policy(
+            Policy::new(true, vec![crate::qmp::policy::rule(false, "*").unwrap()]),
+            Arc::new(GuestCommands::new()),
+        );
+        let actions = run(&mut session, r#"{"execute":"query-status","id":1}"#);
+        assert!(reply_of(&actions[0]).contains("Expecting capabilities negotiation"));
+        let actions = run(
+            &mut session,
+            r#"{"execute":"qmp_capabilities"}{"execute":"qmp_capabilities"}"#,
+        );
+        assert_eq!(reply_of(&actions[0]), "{\"return\": {}}\r\n");
+        assert!(reply_of(&actions[1]).contains("already complete"));
+        assert!(session.negotiated());
+    }
+
+    #[test]
+    fn read_only_runs_hmp_info_lines() {
+        let mut session = restricted(true, &[], &[]);
+        for line in ["info status", "   info  status"] {
+            let input = format!(
+                r#"{{"execute":"human-monitor-command","arguments":{{"command-line":"{line}"}}}}"#
+            );
+            let command = command_of(run(&mut session, &input).remove(0));
+            assert!(command.read_only);
+        }
+        for arguments in [
+            r#"{"command-line":"stop"}"#,
+            r#"{"command-line":"infox"}"#,
+            r#"{"command-line":1}"#,
+            r#"{}"#,
+        ] {
+            let input = format!(r#"{{"execute":"human-monitor-command","arguments":{arguments}}}"#);
+            let (line, _, _, reason) = refusal_of(&mut session, &input);
+            assert_eq!(reason, "read-only socket runs only HMP 'info' commands");
+            assert!(line.contains("Command human-monitor-command has been disabled"));
+        }
+        refusal_of(&mut session, r#"{"execute":"human-monitor-command"}"#);
+    }
+
+    #[test]
+    fn commands_say_whether_they_only_read() {
+        let mut session = negotiated();
+        for (input, read_only) in [
+            (r#"{"execute":"query-status"}"#, true),
+            (r#"{"execute":"qom-list","arguments":{"path":"/"}}"#, true),
+            (r#"{"execute":"stop"}"#, false),
+            (
+                r#"{"execute":"human-monitor-command","arguments":{"command-line":"info status"}}"#,
+                true,
+            ),
+            (
+                r#"{"execute":"human-monitor-command","arguments":{"command-line":"stop"}}"#,
+                false,
+            ),
+        ] {
+            let command = command_of(run(&mut session, input).remove(0));
+            assert_eq!(command.read_only, read_only, "{input}");
+            assert_eq!(command.listing, None);
+        }
+    }
+
+    #[test]
+    fn audit_id_is_compact_and_cut() {
+        let mut session = negotiated();
+        let command = command_of(
+            run(
+                &mut session,
+                r#"{"execute":"stop","id":{"b": [1, 2.5], "a": "\u00e9"}}"#,
+            )
+            .remove(0),
+        );
+        assert_eq!(
+            command.audit_id().as_deref(),
+            Some("{\"b\":[1,2.5],\"a\":\"\u{e9}\"}")
+        );
+        let long = format!(r#"{{"execute":"stop","id":"{}"}}"#, "x".repeat(1000));
+        let command = command_of(run(&mut session, &long).remove(0));
+        let audited = command.audit_id().unwrap();
+        assert_eq!(audited.len(), 200);
+        assert!(audited.starts_with("\"xxx"));
+        let command = command_of(run(&mut session, r#"{"execute":"stop"}"#).remove(0));
+        assert_eq!(command.audit_id(), None);
+    }
+
+    #[test]
+    fn only_restricted_listings_are_filtered() {
+        let mut session = restricted(true, &[], &[]);
+        for name in ["query-commands", "query-qmp-schema"] {
+            let command =
+                command_of(run(&mut session, &format!(r#"{{"execute":"{name}"}}"#)).remove(0));
+            assert!(command.listing.is_some(), "{name}");
+        }
+        let mut session = negotiated();
+        let command = command_of(run(&mut session, r#"{"execute":"query-commands"}"#).remove(0));
+        assert_eq!(command.listing, None);
     }
 
     #[test]

@@ -43,7 +43,30 @@ pub(crate) fn write_compact_dict(out: &mut String, dict: &Dict, levels: usize) {
     }
     out.push('{');
     let stack = vec![dict_frame(dict, Style::Compact)];
-    write_frames(out, None, stack, Style::Compact, levels);
+    write_frames(out, None, stack, Style::Compact, levels, usize::MAX);
+}
+
+/// The first `limit` bytes (cut at a character boundary) of the compact JSON
+/// of `value`, for the log: a client's id can be huge, so writing stops once
+/// the limit is passed.
+pub(crate) fn compact_prefix(value: &Value, limit: usize) -> String {
+    let mut out = String::new();
+    write_frames(
+        &mut out,
+        Some(value),
+        Vec::new(),
+        Style::Compact,
+        usize::MAX,
+        limit,
+    );
+    if out.len() > limit {
+        let mut end = limit;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
 }
 
 /// Compact JSON of a scalar for libvirt, as [`write_compact_dict`] writes it.
@@ -75,16 +98,18 @@ fn dict_frame(dict: &Dict, style: Style) -> Frame<'_> {
 }
 
 fn write_value(out: &mut String, root: &Value, style: Style, levels: usize) {
-    write_frames(out, Some(root), Vec::new(), style, levels);
+    write_frames(out, Some(root), Vec::new(), style, levels, usize::MAX);
 }
 
-/// Writes `pending`, then closes every container open on `stack`.
+/// Writes `pending`, then closes every container open on `stack`; gives up
+/// as soon as `out` is longer than `limit` bytes.
 fn write_frames<'a>(
     out: &mut String,
     mut pending: Option<&'a Value>,
     mut stack: Vec<Frame<'a>>,
     style: Style,
     levels: usize,
+    limit: usize,
 ) {
     let (separator, name_separator) = match style {
         Style::Qemu => (", ", ": "),
@@ -121,6 +146,9 @@ fn write_frames<'a>(
                 }
                 scalar => write_scalar(out, scalar, style),
             }
+        }
+        if out.len() > limit {
+            return;
         }
         let Some(frame) = stack.last_mut() else {
             return;
@@ -422,6 +450,17 @@ mod tests {
             compact(&value),
             "[\"\u{e9}\\\"\\n\\u0001\\u0000\",-3,18446744073709551615,100.0,1e-7,-0.0,1e999]"
         );
+    }
+
+    #[test]
+    fn compact_prefix_stops_at_the_limit() {
+        let value = Value::List(vec![Value::Str("\u{e9}".repeat(300)); 10_000]);
+        // `["` and then two bytes a character: 201 would cut one in half.
+        let text = compact_prefix(&value, 201);
+        assert_eq!(text.len(), 200);
+        assert!(text.starts_with("[\"\u{e9}"));
+        assert_eq!(compact_prefix(&Value::Int(-1), 200), "-1");
+        assert_eq!(compact_prefix(&value, 1), "[");
     }
 
     #[test]

@@ -86,6 +86,7 @@ fn a_huge_command_costs_at_most_twice_its_size() {
             match session.handle(item) {
                 Action::Execute(execute) => command = Some(execute),
                 Action::Reply(line) => panic!("answered locally: {line}"),
+                Action::Refused { line, .. } => panic!("refused: {line}"),
             }
         }
     }

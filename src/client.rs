@@ -15,21 +15,32 @@ use crate::monitor::Monitor;
 use crate::output::Output;
 use crate::qmp::{self, Action, Parsed};
 
+/// Who is at the other end of a connection, as the kernel says (SO_PEERCRED),
+/// for the audit lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub client: u64,
+    pub pid: i32,
+    pub uid: u32,
+}
+
 /// Reads the client's commands until EOF and sends an answer to each, in
-/// order. `negotiated` tells the event fan-out whether to include this client.
+/// order, under `session`'s policy. `negotiated` tells the event fan-out
+/// whether to include this client.
 pub fn read_commands(
-    client: u64,
+    peer: Peer,
     stream: UnixStream,
     monitor: &dyn Monitor,
     greeting: &str,
     output: &Output,
     negotiated: &AtomicBool,
+    mut session: qmp::Session,
 ) {
+    let client = peer.client;
     if send(client, output, greeting.to_owned(), Vec::new()).is_err() {
         return;
     }
     let mut parser = qmp::Stream::new();
-    let mut session = qmp::Session::new();
     let mut parsed = Vec::new();
     let mut buffer = [0u8; 4096];
     // Descriptors received and not yet claimed by a command: they belong
@@ -55,7 +66,7 @@ pub fn read_commands(
         parser.feed(&buffer[..count], &mut parsed);
         for item in parsed.drain(..) {
             let claimed = std::mem::take(&mut files);
-            let (line, returned) = answer(client, item, claimed, &mut session, monitor);
+            let (line, returned) = answer(peer, item, claimed, &mut session, monitor);
             negotiated.store(session.negotiated(), Ordering::Release);
             if send(client, output, line, returned).is_err() {
                 return;
@@ -67,22 +78,68 @@ pub fn read_commands(
 /// Answers one parsed item: locally, or through the guest's monitor with
 /// `files` attached. Files of an item answered locally are closed.
 fn answer(
-    client: u64,
+    peer: Peer,
     item: Parsed,
     files: Vec<OwnedFd>,
     session: &mut qmp::Session,
     monitor: &dyn Monitor,
 ) -> (String, Vec<OwnedFd>) {
     if let Parsed::Message(message) = &item {
-        traffic!("client {client} -> {}", qmp::to_text(message).trim_end());
+        traffic!(
+            "client {} -> {}",
+            peer.client,
+            qmp::to_text(message).trim_end()
+        );
     }
     match session.handle(item) {
-        Action::Reply(line) | Action::Refused { line, .. } => (line, Vec::new()),
-        Action::Execute(command) => match monitor.execute(&command.json, files) {
-            Ok(reply) => (command.reply(&reply.text), reply.files),
-            Err(failure) => (command.error("GenericError", &failure.desc), Vec::new()),
-        },
+        Action::Reply(line) => (line, Vec::new()),
+        Action::Refused {
+            line,
+            name,
+            id,
+            reason,
+        } => {
+            info!(
+                "{} refused {}: {reason}",
+                audited(peer, id.as_deref()),
+                shown(&name)
+            );
+            (line, Vec::new())
+        }
+        Action::Execute(command) => {
+            if !command.read_only {
+                let who = audited(peer, command.audit_id().as_deref());
+                info!("{who} ran {}", shown(&command.name));
+            }
+            match monitor.execute(&command.json, files) {
+                Ok(reply) => (command.reply(&reply.text), reply.files),
+                Err(failure) => (command.error("GenericError", &failure.desc), Vec::new()),
+            }
+        }
     }
+}
+
+/// Most bytes of a client-chosen command name shown in the log.
+const SHOWN_NAME_BYTES: usize = 200;
+
+/// `client N (uid U, pid P)` and, after the command, its id: the audit
+/// never shows arguments, which can hold secrets (`set_password`, the data
+/// of a secret object).
+fn audited(peer: Peer, id: Option<&str>) -> String {
+    let Peer { client, pid, uid } = peer;
+    match id {
+        Some(id) => format!("client {client} (uid {uid}, pid {pid}, id {id})"),
+        None => format!("client {client} (uid {uid}, pid {pid})"),
+    }
+}
+
+/// A client-chosen command name as the log shows it: quoted, escaped, cut.
+fn shown(name: &str) -> String {
+    let mut end = name.len().min(SHOWN_NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}", &name[..end])
 }
 
 fn send(client: u64, output: &Output, line: String, files: Vec<OwnedFd>) -> io::Result<()> {

@@ -8,15 +8,18 @@
 //!   `log`: the logging macros; `sync`: named threads, panic-proof locks.
 //! - `qmp/`: the protocol byte for byte as QEMU 7.2 speaks it, no I/O:
 //!   lexer, stream, parser, value, writer, relay (libvirt's JSON in QEMU's
-//!   format), session (validation, negotiation), reply (every line sent).
+//!   format), session (validation, negotiation), reply (every line sent),
+//!   policy (which commands a client may run).
 //! - `monitor`: what a session needs of the guest (`trait Monitor`).
 //! - `libvirt`: the guest behind libvirt, its events, keepalive, and its
 //!   `reconnect` thread; `event_loop`: libvirt's loop on its `events` thread.
 //! - `ffi`: every `unsafe` call; imports nothing from the crate.
-//! - `socket`: the socket file; `output`: one connection's sending side.
+//! - `socket`: the socket files, their mode and group, the peer's
+//!   credentials; `output`: one connection's sending side.
 //! - `client`: one session, greeting to end; `notice`: what the server reacts to.
-//! - `server`: start-up (`startup` thread), the accept loop, `signals`,
-//!   `fanout`, a reader `client-N` and a writer `client-N-out` per client.
+//! - `server`: start-up (`startup` thread), an accept loop per socket
+//!   (`accept-N` beyond the first), `signals`, `fanout`, a reader
+//!   `client-N` and a writer `client-N-out` per client.
 //!
 //! A client's bytes: `client` reads them, `qmp::Stream` parses them,
 //! `qmp::Session` answers or hands a command to the `Monitor` (the guest,

@@ -23,6 +23,7 @@ use crate::ffi::{self, Lifecycle, MonitorEvent};
 use crate::log::Level;
 use crate::monitor::{Failure, Monitor, Reply};
 use crate::notice::{Mark, Notice};
+use crate::qmp::GuestCommands;
 use crate::{qmp, sync};
 
 /// Stops libvirt printing its errors next to ours, unless debugging: each
@@ -105,6 +106,8 @@ struct State {
     quit: Arc<QuitSeen>,
     /// Commands travel over libvirt's RPC (not the embedded driver).
     remote: bool,
+    /// The guest's commands, as `query-commands` lists them.
+    commands: Arc<GuestCommands>,
 }
 
 /// QEMU's SHUTDOWN event for a QMP `quit` (reason host-qmp-quit), marked in
@@ -177,11 +180,14 @@ impl Guest {
     /// events and its stopping go to `notices`; when libvirt goes away, a
     /// thread reconnects for up to `reconnect_timeout` (None: for ever) and
     /// sends `Notice::LibvirtLost` or `Notice::GuestStopped` if it cannot.
+    /// The guest's command names go to `commands`, now and after each
+    /// reconnection.
     pub fn open(
         uri: Option<&str>,
         wanted: &str,
         notices: Sender<Notice>,
         reconnect_timeout: Option<Duration>,
+        commands: Arc<GuestCommands>,
     ) -> Result<Guest> {
         let connection = Connect::open(uri).map_err(|source| Error::Connect {
             uri: uri.map(str::to_owned),
@@ -251,7 +257,9 @@ impl Guest {
             requests,
             quit,
             remote: !actual_uri.starts_with("qemu:///embed"),
+            commands,
         });
+        state.learn_commands();
         let (ended, reconnect_ended) = mpsc::channel();
         let keeper = Arc::clone(&state);
         let uri = actual_uri.clone();
@@ -353,6 +361,7 @@ impl State {
                             self.generation.store(link.generation, Ordering::Release);
                             *sync::lock(&self.link) = Some(link);
                             self.connected.store(true, Ordering::Release);
+                            self.learn_commands();
                             return Outcome::Running;
                         }
                         Ok(Reconnect::Attempt(Ok(None))) => return Outcome::GuestGone,
@@ -500,10 +509,32 @@ fn watch(
 
 impl Monitor for Guest {
     fn execute(&self, command: &str, files: Vec<OwnedFd>) -> std::result::Result<Reply, Failure> {
+        self.state.execute(command, files)
+    }
+}
+
+impl State {
+    /// Asks the guest which commands it has, for the sessions' policy: a
+    /// refused command the guest lacks is "not found", as QEMU says.
+    fn learn_commands(&self) {
+        let names = self
+            .execute(r#"{"execute":"query-commands"}"#, Vec::new())
+            .map_err(|failure| failure.desc)
+            .and_then(|reply| qmp::command_names(&reply.text));
+        match names {
+            Ok(names) => self.commands.set(names),
+            Err(e) => {
+                warn!("cannot list the guest's commands: {e}");
+                self.commands.forget();
+            }
+        }
+    }
+
+    fn execute(&self, command: &str, files: Vec<OwnedFd>) -> std::result::Result<Reply, Failure> {
         let lost = || Failure {
             desc: CONNECTION_LOST.to_owned(),
         };
-        let state = &*self.state;
+        let state = self;
         if !state.connected.load(Ordering::Acquire) {
             return Err(lost());
         }

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -18,14 +19,15 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::Config;
-use crate::client;
+use crate::client::{self, Peer};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
 use crate::libvirt::{self, Guest};
 use crate::monitor::Monitor;
 use crate::notice::Notice;
 use crate::output::{Delivery, Output};
-use crate::socket::Socket;
+use crate::qmp::{GuestCommands, Policy};
+use crate::socket::{self, Access, Socket};
 use crate::{ffi, qmp, sync};
 
 /// Least time between two returns of freed memory to the system while
@@ -65,6 +67,11 @@ pub fn run(config: &Config) -> Result<()> {
         what: "cannot handle signals",
         source,
     })?;
+    // Checked before anything slow starts: a typo is told at once.
+    let read_only_access = match &config.read_only_group {
+        Some(group) => Access::Group(socket::resolve_group(group)?),
+        None => Access::Private,
+    };
     libvirt::quiet(config.level);
     ffi::share_malloc_arena();
     ffi::raise_open_file_limit();
@@ -72,22 +79,8 @@ pub fn run(config: &Config) -> Result<()> {
     let (startup, started) = mpsc::channel();
     watch_signals(signals, notices.clone(), startup.clone())?;
     let event_loop = EventLoop::start()?;
-    // Opening libvirt, finding the guest and asking its version can each
-    // hang on a stopped daemon or QEMU: they run on a thread of their own,
-    // abandoned if a signal comes first.
-    let (uri, domain, timeout) = (
-        config.uri.clone(),
-        config.domain.clone(),
-        config.reconnect_timeout,
-    );
-    sync::spawn("startup", None, move || {
-        let ready =
-            Guest::open(uri.as_deref(), &domain, notices, Some(timeout)).and_then(|guest| {
-                let greeting = qmp::greeting(&guest.version()?);
-                Ok((guest, greeting))
-            });
-        let _ = startup.send(Startup::Ready(ready));
-    })?;
+    let commands = Arc::new(GuestCommands::new());
+    start_up(config, notices, Arc::clone(&commands), startup)?;
     let (guest, greeting) = match started.recv() {
         Ok(Startup::Ready(ready)) => ready?,
         Ok(Startup::Signal(signal)) => {
@@ -98,22 +91,27 @@ pub fn run(config: &Config) -> Result<()> {
         Err(_) => unreachable!("the start-up thread always reports"),
     };
     let guest = Arc::new(guest);
-    let socket = Socket::create(&config.socket)?;
-    info!(
-        "listening on '{}' for domain '{}' ({})",
-        config.socket.display(),
-        guest.name,
-        guest.uri
-    );
-    let uri = guest.uri.clone();
-    let stop = serve(
-        &socket.listener,
-        Arc::clone(&guest) as Arc<dyn Monitor>,
+    let sockets = listen(config, read_only_access, &guest)?;
+    let endpoints: Vec<Endpoint> = sockets
+        .iter()
+        .map(|(socket, path, policy)| Endpoint {
+            listener: &socket.listener,
+            path: path.clone(),
+            policy: policy.clone(),
+        })
+        .collect();
+    let monitor = Arc::clone(&guest) as Arc<dyn Monitor>;
+    let stop = serve_all(
+        &endpoints,
+        monitor,
+        commands,
         greeting,
         inbox,
         config.max_clients,
     );
-    drop(socket);
+    drop(endpoints);
+    drop(sockets);
+    let uri = guest.uri.clone();
     let_go((guest, event_loop));
     match stop? {
         Stop::Signal(signal) => info!("received signal {signal}; stopped"),
@@ -127,6 +125,67 @@ pub fn run(config: &Config) -> Result<()> {
         Stop::NoticesClosed => {}
     }
     Ok(())
+}
+
+/// Opens libvirt, finds the guest and asks its version on the `startup`
+/// thread: each can hang on a stopped daemon or QEMU, so the thread is
+/// abandoned if a signal comes first. It reports on `startup`.
+fn start_up(
+    config: &Config,
+    notices: Sender<Notice>,
+    commands: Arc<GuestCommands>,
+    startup: Sender<Startup>,
+) -> Result<()> {
+    let (uri, domain, timeout) = (
+        config.uri.clone(),
+        config.domain.clone(),
+        config.reconnect_timeout,
+    );
+    sync::spawn("startup", None, move || {
+        let ready = Guest::open(uri.as_deref(), &domain, notices, Some(timeout), commands)
+            .and_then(|guest| {
+                let greeting = qmp::greeting(&guest.version()?);
+                Ok((guest, greeting))
+            });
+        let _ = startup.send(Startup::Ready(ready));
+    })?;
+    Ok(())
+}
+
+/// Creates the main socket and, if asked for, the read-only one, each with
+/// its path and the policy of its clients.
+fn listen(
+    config: &Config,
+    read_only_access: Access,
+    guest: &Guest,
+) -> Result<Vec<(Socket, PathBuf, Policy)>> {
+    let mut sockets = vec![(
+        Socket::create(&config.socket)?,
+        config.socket.clone(),
+        Policy::new(config.read_only, config.rules.clone()),
+    )];
+    if let Some(path) = &config.read_only_socket {
+        let socket = Socket::create_with(path, read_only_access)?;
+        sockets.push((
+            socket,
+            path.clone(),
+            Policy::new(true, config.rules.clone()),
+        ));
+    }
+    for (_, path, policy) in &sockets {
+        let access = if policy.is_read_only() {
+            " (read-only)"
+        } else {
+            ""
+        };
+        info!(
+            "listening on '{}'{access} for domain '{}' ({})",
+            path.display(),
+            guest.name,
+            guest.uri
+        );
+    }
+    Ok(sockets)
 }
 
 /// Drops what holds libvirt resources (in order) on a thread of its own,
@@ -161,13 +220,16 @@ fn watch_signals(
     Ok(())
 }
 
-/// Serves up to `max_clients` clients at once on `listener` until
-/// `notices` says to stop. Then nothing new is read; every command already
-/// read is answered and every queued line delivered before the client sees
-/// end-of-file, within `DRAIN_TIME`; after it, lines being written are
-/// finished and what waits behind them is dropped.
-/// Connections beyond `max_clients` wait in the listen backlog, as a second
-/// client of QEMU's own server does.
+/// One listening socket and what its clients may do.
+pub struct Endpoint<'a> {
+    pub listener: &'a UnixListener,
+    /// Where it listens, for the log.
+    pub path: PathBuf,
+    pub policy: Policy,
+}
+
+/// Serves up to `max_clients` clients at once on `listener`, with no
+/// restriction, until `notices` says to stop: `serve_all` with one socket.
 pub fn serve(
     listener: &UnixListener,
     monitor: Arc<dyn Monitor>,
@@ -175,52 +237,180 @@ pub fn serve(
     notices: Receiver<Notice>,
     max_clients: usize,
 ) -> Result<Stop> {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_pathname().map(PathBuf::from))
+        .unwrap_or_default();
+    let endpoint = Endpoint {
+        listener,
+        path,
+        policy: Policy::unrestricted(),
+    };
+    let guest = Arc::new(GuestCommands::new());
+    serve_all(&[endpoint], monitor, guest, greeting, notices, max_clients)
+}
+
+/// Serves up to `max_clients` clients at once on each of `endpoints`, each
+/// socket accepting on a thread of its own, until `notices` says to stop.
+/// Then nothing new is read; every command already read is answered and
+/// every queued line delivered before the client sees end-of-file, within
+/// `DRAIN_TIME`; after it, lines being written are finished and what waits
+/// behind them is dropped. Connections beyond `max_clients` wait in their
+/// socket's listen backlog, as a second client of QEMU's own server does.
+pub fn serve_all(
+    endpoints: &[Endpoint],
+    monitor: Arc<dyn Monitor>,
+    guest: Arc<GuestCommands>,
+    greeting: String,
+    notices: Receiver<Notice>,
+    max_clients: usize,
+) -> Result<Stop> {
     let registry = Arc::new(Registry::default());
-    let waker = listener.try_clone().map_err(|source| Error::Io {
-        what: "cannot share the listening socket",
-        source,
-    })?;
-    let fanout = spawn_fan_out(notices, Arc::clone(&registry), waker, Registry::broadcast)?;
-    let greeting: Arc<str> = Arc::from(greeting);
-    let threads = Arc::new(Threads::default());
-    let mut next_client = 0u64;
-    while registry.wait_for_room(max_clients) {
-        let accepted = listener.accept();
-        if registry.stopping() {
-            break;
-        }
-        match accepted {
-            Ok((stream, _)) => {
-                next_client += 1;
-                if let Err(e) = start_client(
-                    next_client,
-                    stream,
-                    &monitor,
-                    &greeting,
-                    &registry,
-                    &threads,
-                ) {
-                    warn!("client {next_client}: {e}");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // Typically EMFILE: give clients a moment to go away.
-                warn!("cannot accept a connection: {e}");
-                registry.wait_for_leave(ACCEPT_RETRY);
+    let wakers = endpoints
+        .iter()
+        .map(|endpoint| endpoint.listener.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|source| Error::Io {
+            what: "cannot share the listening socket",
+            source,
+        })?;
+    let fanout = spawn_fan_out(notices, Arc::clone(&registry), wakers, Registry::broadcast)?;
+    let server = Server {
+        monitor,
+        guest,
+        greeting: Arc::from(greeting),
+        registry: Arc::clone(&registry),
+        threads: Arc::new(Threads::default()),
+        next_client: AtomicU64::new(0),
+        max_clients,
+    };
+    thread::scope(|scope| {
+        for (index, endpoint) in endpoints.iter().enumerate().skip(1) {
+            let server = &server;
+            let started = thread::Builder::new()
+                .name(format!("accept-{index}"))
+                .spawn_scoped(scope, move || server.accept(index, endpoint));
+            if let Err(e) = started {
+                error!("cannot serve '{}': {e}", endpoint.path.display());
+                server.registry.stop();
             }
         }
-    }
+        if let Some(first) = endpoints.first() {
+            server.accept(0, first);
+        }
+        // Every accept loop ends on the stop; make sure it came.
+        server.registry.stop();
+        for waker in endpoints {
+            ffi::stop_accepting(waker.listener);
+        }
+    });
     let fanned_out = fanout.join();
     registry.stop_input();
-    if !threads.wait_until(Instant::now() + DRAIN_TIME) {
+    if !server.threads.wait_until(Instant::now() + DRAIN_TIME) {
         registry.finish_all();
-        threads.wait_until(Instant::now() + FINISH_TIME);
+        server.threads.wait_until(Instant::now() + FINISH_TIME);
     }
     fanned_out.map_err(|_| Error::Io {
         what: "the event fan-out stopped",
         source: std::io::Error::other("its thread panicked"),
     })
+}
+
+/// What every accept loop shares.
+struct Server {
+    monitor: Arc<dyn Monitor>,
+    guest: Arc<GuestCommands>,
+    greeting: Arc<str>,
+    registry: Arc<Registry>,
+    threads: Arc<Threads>,
+    next_client: AtomicU64,
+    max_clients: usize,
+}
+
+impl Server {
+    /// Accepts clients on `endpoint` (number `index`) until the stop.
+    fn accept(&self, index: usize, endpoint: &Endpoint) {
+        while self.registry.wait_for_room(index, self.max_clients) {
+            let accepted = endpoint.listener.accept();
+            if self.registry.stopping() {
+                break;
+            }
+            match accepted {
+                Ok((stream, _)) => {
+                    let client = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Err(e) = self.start_client(client, index, endpoint, stream) {
+                        warn!("client {client}: {e}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Typically EMFILE: give clients a moment to go away.
+                    warn!("cannot accept a connection: {e}");
+                    self.registry.wait_for_leave(ACCEPT_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Starts the reader and writer threads of a new client.
+    fn start_client(
+        &self,
+        client: u64,
+        index: usize,
+        endpoint: &Endpoint,
+        stream: UnixStream,
+    ) -> std::io::Result<()> {
+        let credentials = socket::peer_credentials(&stream)?;
+        let output = Arc::new(Output::new(stream.try_clone()?));
+        let negotiated = Arc::new(AtomicBool::new(false));
+        self.registry
+            .add(client, index, Arc::clone(&output), Arc::clone(&negotiated));
+        let access = if endpoint.policy.is_read_only() {
+            "read-only"
+        } else {
+            "full access"
+        };
+        info!(
+            "client {client} connected on '{}' ({access}; pid {}, uid {}, gid {})",
+            endpoint.path.display(),
+            credentials.pid,
+            credentials.uid,
+            credentials.gid
+        );
+        // Should a spawn fail, its closure is dropped, and with it the guard.
+        let leaving = Leaving {
+            client,
+            registry: Arc::clone(&self.registry),
+            output: Arc::clone(&output),
+        };
+        self.threads
+            .spawn(&format!("client-{client}-out"), move || {
+                let leaving = leaving;
+                leaving.output.drain();
+            })?;
+        let closing = Closing(Arc::clone(&output));
+        let monitor = Arc::clone(&self.monitor);
+        let greeting = Arc::clone(&self.greeting);
+        let session = qmp::Session::with_policy(endpoint.policy.clone(), Arc::clone(&self.guest));
+        let peer = Peer {
+            client,
+            pid: credentials.pid,
+            uid: credentials.uid,
+        };
+        self.threads.spawn(&format!("client-{client}"), move || {
+            let _closing = closing;
+            client::read_commands(
+                peer,
+                stream,
+                &*monitor,
+                &greeting,
+                &output,
+                &negotiated,
+                session,
+            );
+        })
+    }
 }
 
 /// After the drain time, how long lines being written get to finish; a
@@ -236,11 +426,14 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 fn spawn_fan_out(
     notices: Receiver<Notice>,
     registry: Arc<Registry>,
-    listener: UnixListener,
+    listeners: Vec<UnixListener>,
     deliver: fn(&Registry, Arc<str>),
 ) -> Result<JoinHandle<Stop>> {
     sync::spawn("fanout", Some(256 * 1024), move || {
-        let stopping = StopServing { registry, listener };
+        let stopping = StopServing {
+            registry,
+            listeners,
+        };
         fan_out(&notices, &stopping.registry, deliver)
     })
 }
@@ -274,47 +467,17 @@ fn fan_out(
 /// Stops the server when dropped: no more clients are accepted.
 struct StopServing {
     registry: Arc<Registry>,
-    /// A clone of the listening socket, to wake a blocked `accept`.
-    listener: UnixListener,
+    /// Clones of the listening sockets, to wake a blocked `accept`.
+    listeners: Vec<UnixListener>,
 }
 
 impl Drop for StopServing {
     fn drop(&mut self) {
         self.registry.stop();
-        ffi::stop_accepting(&self.listener);
+        for listener in &self.listeners {
+            ffi::stop_accepting(listener);
+        }
     }
-}
-
-/// Starts the reader and writer threads of a new client.
-fn start_client(
-    client: u64,
-    stream: UnixStream,
-    monitor: &Arc<dyn Monitor>,
-    greeting: &Arc<str>,
-    registry: &Arc<Registry>,
-    threads: &Arc<Threads>,
-) -> std::io::Result<()> {
-    let output = Arc::new(Output::new(stream.try_clone()?));
-    let negotiated = Arc::new(AtomicBool::new(false));
-    registry.add(client, Arc::clone(&output), Arc::clone(&negotiated));
-    info!("client {client} connected");
-    // Should a spawn fail, its closure is dropped, and with it the guard.
-    let leaving = Leaving {
-        client,
-        registry: Arc::clone(registry),
-        output: Arc::clone(&output),
-    };
-    threads.spawn(&format!("client-{client}-out"), move || {
-        let leaving = leaving;
-        leaving.output.drain();
-    })?;
-    let closing = Closing(Arc::clone(&output));
-    let monitor = Arc::clone(monitor);
-    let greeting = Arc::clone(greeting);
-    threads.spawn(&format!("client-{client}"), move || {
-        let _closing = closing;
-        client::read_commands(client, stream, &*monitor, &greeting, &output, &negotiated);
-    })
 }
 
 /// Held by a client's reader: when it ends, panics included, no more lines
@@ -417,7 +580,18 @@ struct Clients {
     stopping: bool,
 }
 
+impl Clients {
+    fn connected(&self, endpoint: usize) -> usize {
+        self.entries
+            .values()
+            .filter(|entry| entry.endpoint == endpoint)
+            .count()
+    }
+}
+
 struct Entry {
+    /// Which socket the client came in on.
+    endpoint: usize,
     output: Arc<Output>,
     negotiated: Arc<AtomicBool>,
 }
@@ -427,10 +601,13 @@ impl Registry {
         sync::lock(&self.clients)
     }
 
-    fn add(&self, client: u64, output: Arc<Output>, negotiated: Arc<AtomicBool>) {
-        self.lock()
-            .entries
-            .insert(client, Entry { output, negotiated });
+    fn add(&self, client: u64, endpoint: usize, output: Arc<Output>, negotiated: Arc<AtomicBool>) {
+        let entry = Entry {
+            endpoint,
+            output,
+            negotiated,
+        };
+        self.lock().entries.insert(client, entry);
     }
 
     /// Forgets a client that has gone, and gives the memory it freed back
@@ -459,10 +636,12 @@ impl Registry {
         self.lock().stopping
     }
 
-    /// Blocks while `max` clients are connected; false once stopping.
-    fn wait_for_room(&self, max: usize) -> bool {
+    /// Blocks while `max` clients of socket `endpoint` are connected; false
+    /// once stopping. Each socket has its own slots, so that read-only
+    /// clients never take the main socket's.
+    fn wait_for_room(&self, endpoint: usize, max: usize) -> bool {
         let mut clients = self.lock();
-        while clients.entries.len() >= max && !clients.stopping {
+        while clients.connected(endpoint) >= max && !clients.stopping {
             clients = sync::wait(&self.room, clients);
         }
         !clients.stopping
@@ -528,7 +707,7 @@ mod tests {
         let fanout = spawn_fan_out(
             receiver,
             Arc::clone(&registry),
-            listener.try_clone().unwrap(),
+            vec![listener.try_clone().unwrap()],
             |_, _| panic!("a delivery that panics"),
         )
         .unwrap();
@@ -542,7 +721,7 @@ mod tests {
             .unwrap();
         assert!(fanout.join().is_err(), "the fan-out should have panicked");
         assert!(registry.stopping());
-        assert!(!registry.wait_for_room(0), "the accept loop would wait");
+        assert!(!registry.wait_for_room(0, 0), "the accept loop would wait");
         // A blocked accept is woken: the listener no longer accepts.
         let (done, accepted) = mpsc::channel();
         thread::spawn(move || done.send(listener.accept().is_err()));

@@ -115,3 +115,57 @@ fn a_uri_that_cannot_be_opened_is_named() {
     assert!(!socket.exists(), "no socket for a connection that failed");
     let _ = std::fs::remove_dir_all(socket.parent().expect("the socket has a folder"));
 }
+
+#[test]
+fn policy_options_are_checked_before_anything_starts() {
+    for (args, message) in [
+        (&["--deny", "", "vm", "/tmp/x"][..], "''"),
+        (&["--allow", "stop;", "vm", "/tmp/x"][..], "'stop;'"),
+        (
+            &["--read-only-group", "kvm", "vm", "/tmp/x"][..],
+            "--read-only-socket",
+        ),
+        (
+            &[
+                "--read-only-socket",
+                "/tmp/a",
+                "--read-only-socket",
+                "/tmp/b",
+                "vm",
+                "/tmp/x",
+            ][..],
+            "--read-only-socket",
+        ),
+    ] {
+        let output = run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).contains(message),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    // An unknown group is a runtime error that names it, before libvirt.
+    let socket = socket_path("unknown-group");
+    let ro = socket.with_file_name("ro.sock");
+    let output = run(&[
+        "-c",
+        "test:///default",
+        "--read-only-socket",
+        ro.to_str().unwrap(),
+        "--read-only-group",
+        "vqmp-no-such-group",
+        "test",
+        socket.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("'vqmp-no-such-group'"), "{stderr}");
+    assert!(!socket.exists() && !ro.exists());
+}

@@ -534,7 +534,13 @@ fn last_client_number(stderr: &str) -> u64 {
     stderr
         .lines()
         .rev()
-        .find_map(|line| line.strip_prefix("client ")?.strip_suffix(" connected"))
+        .find_map(|line| {
+            Some(
+                line.strip_prefix("client ")?
+                    .split_once(" connected on ")?
+                    .0,
+            )
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no 'client N connected' line:\n{stderr}"))
 }

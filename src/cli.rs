@@ -22,6 +22,11 @@ Options:
   -r, --reconnect-timeout SECONDS
                           when libvirt goes away, how long to try to
                           reconnect before exiting (default 60; 0: exit)
+      --wait              if the guest is not running, wait for it to start;
+                          when it stops, keep the socket and wait again
+      --idle-timeout SECONDS
+                          exit when no client was served for that long
+                          (for socket activation; default: never)
       --read-only         serve read-only clients on QMP-SOCKET-PATH: only
                           commands that cannot change the guest
       --read-only-socket PATH
@@ -70,6 +75,10 @@ pub struct Config {
     pub read_only_group: Option<String>,
     /// `--allow` and `--deny`, in command-line order.
     pub rules: Vec<Rule>,
+    /// Wait for the guest to start, and again after each stop.
+    pub wait: bool,
+    /// Exit after this long without a client.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Defaults of the options that take numbers.
@@ -90,6 +99,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
     let mut read_only_socket = None;
     let mut read_only_group = None;
     let mut rules = Vec::new();
+    let mut wait = false;
+    let mut idle_timeout = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -104,6 +115,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
                 reconnect_timeout = Duration::from_secs(parser.value()?.parse()?);
             }
             Long("read-only") => read_only = true,
+            Long("wait") => wait = true,
+            Long("idle-timeout") => {
+                let seconds: u64 = parser.value()?.parse()?;
+                if seconds == 0 {
+                    return Err("--idle-timeout must be at least 1".into());
+                }
+                idle_timeout = Some(Duration::from_secs(seconds));
+            }
             Long("read-only-socket") => {
                 if read_only_socket.is_some() {
                     return Err("--read-only-socket may be given only once".into());
@@ -144,6 +163,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
         read_only_socket,
         read_only_group,
         rules,
+        wait,
+        idle_timeout,
     }))
 }
 
@@ -222,6 +243,22 @@ mod tests {
         assert_eq!(c.read_only_socket, None);
         assert_eq!(c.read_only_group, None);
         assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn wait_and_idle_timeout() {
+        let c = config(&["a", "b"]);
+        assert!(!c.wait);
+        assert_eq!(c.idle_timeout, None);
+        let c = config(&["--wait", "--idle-timeout", "30", "a", "b"]);
+        assert!(c.wait);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
+        for bad in [
+            &["--idle-timeout", "0", "a", "b"][..],
+            &["--idle-timeout", "x", "a", "b"],
+        ] {
+            assert!(parse_strs(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

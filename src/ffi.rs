@@ -7,10 +7,11 @@
 
 use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr, CString};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::time::Duration;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -280,12 +281,28 @@ pub fn release_free_memory() {
     }
 }
 
-/// Wakes every thread blocked in `accept` on `listener`: on Linux they get
-/// EINVAL. Unlike connecting to ourselves, this works even if somebody
-/// removed or replaced the socket file.
-pub fn stop_accepting(listener: &UnixListener) {
-    // SAFETY: shutdown on a descriptor `listener` owns; no memory involved.
-    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+/// Waits until one of `files` is readable (for a listening socket: a
+/// connection waits), for at most `limit` (None: for ever); returns which
+/// are readable, all false when the time ran out.
+pub fn readable(files: &[BorrowedFd], limit: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = files
+        .iter()
+        .map(|file| libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout = limit.map_or(-1, |limit| {
+        c_int::try_from(limit.as_millis().min(c_int::MAX as u128)).unwrap_or(c_int::MAX)
+    });
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd structs
+    // for the whole call; the descriptors are borrowed, hence open.
+    check(unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) })?;
+    Ok(polled
+        .iter()
+        .map(|entry| entry.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect())
 }
 
 /// A QMP event of the guest, copied out of libvirt's callback.
@@ -303,6 +320,7 @@ pub struct MonitorEvent {
 pub enum Lifecycle {
     Started,
     Stopped,
+    Undefined,
     Other,
 }
 
@@ -562,6 +580,7 @@ unsafe extern "C" fn on_lifecycle_event(
     let lifecycle = match event {
         e if e == sys::VIR_DOMAIN_EVENT_STARTED as c_int => Lifecycle::Started,
         e if e == sys::VIR_DOMAIN_EVENT_STOPPED as c_int => Lifecycle::Stopped,
+        e if e == sys::VIR_DOMAIN_EVENT_UNDEFINED as c_int => Lifecycle::Undefined,
         _ => Lifecycle::Other,
     };
     // SAFETY: `opaque` is the Callback<Lifecycle> given at registration.

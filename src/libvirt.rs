@@ -59,9 +59,14 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// stuck in a libvirt call that cannot be interrupted.
 const RECONNECT_QUIT_WAIT: Duration = Duration::from_millis(500);
 
-/// How long a failed `quit` waits for QEMU's SHUTDOWN event to be seen
-/// and delivered: libvirt reports the event before the call's failure.
-const QUIT_EVENT_WAIT: Duration = Duration::from_secs(1);
+/// How long a `quit` waits for QEMU's SHUTDOWN event to be seen and
+/// delivered; libvirt's own answer (the closed monitor) can take seconds
+/// longer while it tears the QEMU process down.
+const QUIT_EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// After libvirt has answered a `quit` with an error, how long its
+/// SHUTDOWN event may still take to come.
+const QUIT_EVENT_LATE: Duration = Duration::from_secs(1);
 
 /// What QEMU answers to `quit` when it can: libvirt reports the closed
 /// monitor instead.
@@ -125,18 +130,66 @@ impl QuitSeen {
         self.changed.notify_all();
     }
 
-    /// Whether `command`, which failed with the monitor closed under it, is
-    /// a `quit` that QEMU carried out: its SHUTDOWN came and was delivered.
-    fn confirms(&self, command: &str) -> bool {
-        if !qmp::runs(command, "quit") {
-            return false;
-        }
+    /// Whether QEMU's SHUTDOWN for a `quit` came within `limit` and was
+    /// delivered to the clients.
+    fn confirmed(&self, limit: Duration) -> bool {
         let seen = sync::lock(&self.mark);
-        let seen = sync::wait_while(&self.changed, seen, QUIT_EVENT_WAIT, |mark| mark.is_none());
+        let seen = sync::wait_while(&self.changed, seen, limit, |mark| mark.is_none());
         // Not held while waiting: the event loop's callback takes it.
         let mark = seen.clone();
         drop(seen);
-        mark.is_some_and(|mark| mark.wait(QUIT_EVENT_WAIT))
+        mark.is_some_and(|mark| mark.wait(limit))
+    }
+}
+
+/// What a `quit` waits for first.
+enum QuitAnswer {
+    /// libvirt's answer to the call.
+    Called(std::result::Result<Reply, Failure>),
+    /// QEMU's SHUTDOWN for it, delivered.
+    Confirmed,
+}
+
+/// Runs `quit` as QEMU answers it: once QEMU's SHUTDOWN (reason
+/// host-qmp-quit) has been delivered, `{"return": {}}`, without waiting
+/// for libvirt, which reports the closed monitor as an error, and only
+/// after it has torn QEMU down. The call and the wait for the event each
+/// run on a thread of their own; whichever ends first answers.
+fn quit(
+    state: &Arc<State>,
+    command: &str,
+    files: Vec<OwnedFd>,
+) -> std::result::Result<Reply, Failure> {
+    let (answer, answers) = mpsc::channel();
+    let call = {
+        let (state, command, answer) = (Arc::clone(state), command.to_owned(), answer.clone());
+        move || {
+            let _ = answer.send(QuitAnswer::Called(state.call(&command, files)));
+        }
+    };
+    let waiting = Arc::clone(&state.quit);
+    let waited = sync::spawn("quit-event", Some(64 * 1024), move || {
+        if waiting.confirmed(QUIT_EVENT_WAIT) {
+            let _ = answer.send(QuitAnswer::Confirmed);
+        }
+    });
+    if waited.is_err() || sync::spawn("quit", None, call).is_err() {
+        return state.call(command, Vec::new());
+    }
+    let confirmed = || Reply {
+        text: QUIT_REPLY.to_owned(),
+        files: Vec::new(),
+    };
+    match answers.recv() {
+        Ok(QuitAnswer::Confirmed) => Ok(confirmed()),
+        Ok(QuitAnswer::Called(Ok(reply))) => Ok(reply),
+        Ok(QuitAnswer::Called(Err(failure))) => match answers.recv_timeout(QUIT_EVENT_LATE) {
+            Ok(QuitAnswer::Confirmed) => Ok(confirmed()),
+            _ => Err(failure),
+        },
+        Err(_) => Err(Failure {
+            desc: "the quit command was lost".to_owned(),
+        }),
     }
 }
 
@@ -189,37 +242,8 @@ impl Guest {
         reconnect_timeout: Option<Duration>,
         commands: Arc<GuestCommands>,
     ) -> Result<Guest> {
-        let connection = Connect::open(uri).map_err(|source| Error::Connect {
-            uri: uri.map(str::to_owned),
-            source,
-        })?;
-        let actual_uri = connection
-            .uri()
-            .unwrap_or_else(|_| uri.unwrap_or_default().to_owned());
-        let driver = connection.driver_type().map_err(|source| Error::Libvirt {
-            what: format!("cannot ask '{actual_uri}' for its driver"),
-            source,
-        })?;
-        if driver != "QEMU" {
-            return Err(Error::NotQemu {
-                uri: actual_uri,
-                driver,
-            });
-        }
-        let domain = lookup(&connection, wanted).map_err(|source| {
-            if is_code(&source, ErrorNumber::NoDomain) {
-                Error::DomainNotFound {
-                    domain: wanted.to_owned(),
-                    uri: actual_uri.clone(),
-                    reason: source.message().to_owned(),
-                }
-            } else {
-                Error::Libvirt {
-                    what: format!("cannot look up domain '{wanted}' on '{actual_uri}'"),
-                    source,
-                }
-            }
-        })?;
+        let (connection, actual_uri) = connect(uri)?;
+        let domain = find(&connection, wanted, &actual_uri)?;
         let name = domain.name().unwrap_or_else(|_| wanted.to_owned());
         if !domain.is_active().unwrap_or(false) {
             return Err(Error::NotRunning { domain: name });
@@ -509,7 +533,10 @@ fn watch(
 
 impl Monitor for Guest {
     fn execute(&self, command: &str, files: Vec<OwnedFd>) -> std::result::Result<Reply, Failure> {
-        self.state.execute(command, files)
+        if qmp::runs(command, "quit") {
+            return quit(&self.state, command, files);
+        }
+        self.state.call(command, files)
     }
 }
 
@@ -518,7 +545,7 @@ impl State {
     /// refused command the guest lacks is "not found", as QEMU says.
     fn learn_commands(&self) {
         let names = self
-            .execute(r#"{"execute":"query-commands"}"#, Vec::new())
+            .call(r#"{"execute":"query-commands"}"#, Vec::new())
             .map_err(|failure| failure.desc)
             .and_then(|reply| qmp::command_names(&reply.text));
         match names {
@@ -530,7 +557,8 @@ impl State {
         }
     }
 
-    fn execute(&self, command: &str, files: Vec<OwnedFd>) -> std::result::Result<Reply, Failure> {
+    /// Runs `command` on the guest through libvirt.
+    fn call(&self, command: &str, files: Vec<OwnedFd>) -> std::result::Result<Reply, Failure> {
         let lost = || Failure {
             desc: CONNECTION_LOST.to_owned(),
         };
@@ -574,15 +602,97 @@ impl State {
                 let _ = state.requests.send(Reconnect::Lost(*generation));
                 Err(lost())
             }
-            Err(e) if is_code(&e, ErrorNumber::SystemError) && state.quit.confirms(command) => {
-                Ok(Reply {
-                    text: QUIT_REPLY.to_owned(),
-                    files: Vec::new(),
-                })
-            }
             Err(e) => Err(Failure {
                 desc: e.message().to_owned(),
             }),
+        }
+    }
+}
+
+/// Opens `uri` (libvirt's default when None), which must lead to QEMU;
+/// returns the connection and the URI libvirt actually connected to.
+fn connect(uri: Option<&str>) -> Result<(Connect, String)> {
+    let connection = Connect::open(uri).map_err(|source| Error::Connect {
+        uri: uri.map(str::to_owned),
+        source,
+    })?;
+    let actual_uri = connection
+        .uri()
+        .unwrap_or_else(|_| uri.unwrap_or_default().to_owned());
+    let driver = connection.driver_type().map_err(|source| Error::Libvirt {
+        what: format!("cannot ask '{actual_uri}' for its driver"),
+        source,
+    })?;
+    if driver != "QEMU" {
+        return Err(Error::NotQemu {
+            uri: actual_uri,
+            driver,
+        });
+    }
+    Ok((connection, actual_uri))
+}
+
+/// Finds the domain `wanted` on `connection` (to `uri`), as `lookup` does.
+fn find(connection: &Connect, wanted: &str, uri: &str) -> Result<Domain> {
+    lookup(connection, wanted).map_err(|source| {
+        if is_code(&source, ErrorNumber::NoDomain) {
+            Error::DomainNotFound {
+                domain: wanted.to_owned(),
+                uri: uri.to_owned(),
+                reason: source.message().to_owned(),
+            }
+        } else {
+            Error::Libvirt {
+                what: format!("cannot look up domain '{wanted}' on '{uri}'"),
+                source,
+            }
+        }
+    })
+}
+
+/// How waiting for a domain to run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    Running,
+    /// The domain no longer exists: undefined, or a transient one stopped.
+    Gone,
+}
+
+/// Waits until the domain `wanted` on `uri` runs, told by its lifecycle
+/// events (no polling). A domain that does not exist is an error when
+/// `first` (as without waiting), and `Gone` later: it was undefined, or a
+/// transient guest that stopped. Blocks for as long as the guest is down:
+/// run it where it can be abandoned.
+pub fn wait_until_running(uri: Option<&str>, wanted: &str, first: bool) -> Result<Awaited> {
+    let (connection, actual_uri) = connect(uri)?;
+    let domain = match find(&connection, wanted, &actual_uri) {
+        Ok(domain) => domain,
+        Err(Error::DomainNotFound { .. }) if !first => return Ok(Awaited::Gone),
+        Err(e) => return Err(e),
+    };
+    let (wake, woken) = mpsc::channel();
+    let _lifecycle = ffi::EventRegistration::lifecycle(
+        &connection,
+        &domain,
+        Box::new(move |event| {
+            let _ = wake.send(event);
+        }),
+    )
+    .map_err(|source| Error::Libvirt {
+        what: format!("cannot receive the events of domain '{wanted}'"),
+        source,
+    })?;
+    // Checked after registering, so that a start in between is not missed.
+    loop {
+        if domain.is_active().unwrap_or(false) {
+            return Ok(Awaited::Running);
+        }
+        if !domain.is_persistent().unwrap_or(true) {
+            return Ok(Awaited::Gone);
+        }
+        match woken.recv() {
+            Ok(Lifecycle::Undefined) | Err(_) => return Ok(Awaited::Gone),
+            Ok(_) => {}
         }
     }
 }

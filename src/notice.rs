@@ -25,6 +25,8 @@ pub enum Notice {
     LibvirtLost,
     /// A termination signal arrived.
     Signal(i32),
+    /// No client was served for the idle timeout.
+    Idle,
     /// To be set once the notices before it have been dealt with.
     Mark(Arc<Mark>),
 }

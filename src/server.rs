@@ -7,10 +7,12 @@
 //! a stop; each client has a reader `client-N` and a writer `client-N-out`.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use crate::cli::Config;
 use crate::client::{self, Peer};
 use crate::error::{Error, Result};
 use crate::event_loop::EventLoop;
-use crate::libvirt::{self, Guest};
+use crate::libvirt::{self, Awaited, Guest};
 use crate::monitor::Monitor;
 use crate::notice::Notice;
 use crate::output::{Delivery, Output};
@@ -48,19 +50,35 @@ pub enum Stop {
     LibvirtLost,
     /// Every notice sender went away (only tests do that).
     NoticesClosed,
+    /// No client for the idle timeout.
+    Idle,
 }
 
 /// How long the process waits, once serving has ended, for libvirt to let
 /// go of the guest: a hung daemon must not keep the process alive.
 const TEARDOWN_TIME: Duration = Duration::from_millis(500);
 
-/// How start-up ended: ready to serve, or a signal came first.
+/// What the start-up thread and the signal thread tell the main thread
+/// while no guest is served.
 enum Startup {
-    Ready(Result<(Guest, String)>),
+    /// The guest runs and is ready (None: with --wait, it is gone).
+    Ready(Result<Option<(Guest, String)>>),
     Signal(i32),
 }
 
-/// Runs the proxy described by `config` until a signal or the guest stops.
+/// Why the proxy stops.
+enum Ending {
+    Served(Stop),
+    /// A signal while no guest was served.
+    Signal(i32),
+    /// With --wait: the domain was undefined, or a transient one stopped.
+    Gone,
+    /// With --wait: nobody connected while the guest was down.
+    Idle,
+}
+
+/// Runs the proxy described by `config` until a signal or the guest stops
+/// (with --wait: until it is gone).
 pub fn run(config: &Config) -> Result<()> {
     // signal-hook wants its handlers in place before any thread starts.
     let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
@@ -75,81 +93,185 @@ pub fn run(config: &Config) -> Result<()> {
     libvirt::quiet(config.level);
     ffi::share_malloc_arena();
     ffi::raise_open_file_limit();
-    let (notices, inbox) = mpsc::channel();
+    let (notices, mut inbox) = mpsc::channel();
     let (startup, started) = mpsc::channel();
     watch_signals(signals, notices.clone(), startup.clone())?;
     let event_loop = EventLoop::start()?;
     let commands = Arc::new(GuestCommands::new());
-    start_up(config, notices, Arc::clone(&commands), startup)?;
-    let (guest, greeting) = match started.recv() {
-        Ok(Startup::Ready(ready)) => ready?,
-        Ok(Startup::Signal(signal)) => {
-            info!("received signal {signal} while starting; stopped");
-            let_go(event_loop);
-            return Ok(());
-        }
-        Err(_) => unreachable!("the start-up thread always reports"),
+    // With --wait the sockets listen at once: clients wait in the backlog
+    // until the guest runs.
+    let mut sockets = match config.wait {
+        true => Some(listen(config, read_only_access, None)?),
+        false => None,
     };
-    let guest = Arc::new(guest);
-    let sockets = listen(config, read_only_access, &guest)?;
-    let endpoints: Vec<Endpoint> = sockets
+    let options = Options {
+        max_clients: config.max_clients,
+        idle: config.idle_timeout.map(|limit| (limit, notices.clone())),
+    };
+    let mut first = true;
+    let ending = loop {
+        start_up(
+            config,
+            notices.clone(),
+            Arc::clone(&commands),
+            startup.clone(),
+            first,
+        )?;
+        first = false;
+        let (guest, greeting) = match wait_started(&started, config, sockets.as_deref())? {
+            Ok(Some(ready)) => ready,
+            Ok(None) => break Ending::Gone,
+            Err(ending) => break ending,
+        };
+        let guest = Arc::new(guest);
+        let sockets = match &mut sockets {
+            Some(sockets) => sockets,
+            None => sockets.insert(listen(config, read_only_access, Some(&guest))?),
+        };
+        let endpoints = endpoints(sockets);
+        let monitor = Arc::clone(&guest) as Arc<dyn Monitor>;
+        let served = serve_all(
+            &endpoints,
+            monitor,
+            Arc::clone(&commands),
+            greeting,
+            inbox,
+            &options,
+        );
+        let uri = guest.uri.clone();
+        let_go(guest);
+        let (stop, back) = served?;
+        inbox = back;
+        match stop {
+            Stop::GuestStopped if config.wait => {
+                info!(
+                    "domain '{}' stopped; waiting for it to start again",
+                    config.domain
+                );
+            }
+            Stop::LibvirtLost => {
+                return Err(Error::ConnectionLost {
+                    uri,
+                    timeout: config.reconnect_timeout,
+                })
+            }
+            stop => break Ending::Served(stop),
+        }
+    };
+    drop(sockets);
+    let_go(event_loop);
+    match ending {
+        Ending::Served(Stop::Signal(signal)) | Ending::Signal(signal) => {
+            info!("received signal {signal}; stopped")
+        }
+        Ending::Served(Stop::GuestStopped) => {
+            info!("domain '{}' stopped; exiting", config.domain)
+        }
+        Ending::Served(Stop::Idle) | Ending::Idle => info!(
+            "no client for {} s; exiting",
+            config.idle_timeout.unwrap_or_default().as_secs()
+        ),
+        Ending::Gone => info!("domain '{}' is gone; exiting", config.domain),
+        Ending::Served(Stop::LibvirtLost | Stop::NoticesClosed) => {}
+    }
+    Ok(())
+}
+
+/// Opens libvirt, finds the guest and asks its version on the `startup`
+/// thread (with --wait, after waiting for the guest to run): each can hang
+/// on a stopped daemon or QEMU, so the thread is abandoned if a signal
+/// comes first. It reports on `startup`.
+fn start_up(
+    config: &Config,
+    notices: Sender<Notice>,
+    commands: Arc<GuestCommands>,
+    startup: Sender<Startup>,
+    first: bool,
+) -> Result<()> {
+    let (uri, domain, timeout, wait) = (
+        config.uri.clone(),
+        config.domain.clone(),
+        config.reconnect_timeout,
+        config.wait,
+    );
+    sync::spawn("startup", None, move || {
+        let ready = loop {
+            if wait {
+                match libvirt::wait_until_running(uri.as_deref(), &domain, first) {
+                    Ok(Awaited::Running) => {}
+                    Ok(Awaited::Gone) => break Ok(None),
+                    Err(e) => break Err(e),
+                }
+            }
+            let opened = Guest::open(
+                uri.as_deref(),
+                &domain,
+                notices.clone(),
+                Some(timeout),
+                Arc::clone(&commands),
+            );
+            match opened {
+                // It stopped again before it could be served.
+                Err(Error::NotRunning { .. }) if wait => continue,
+                opened => {
+                    break opened.and_then(|guest| {
+                        let greeting = qmp::greeting(&guest.version()?);
+                        Ok(Some((guest, greeting)))
+                    })
+                }
+            }
+        };
+        let _ = startup.send(Startup::Ready(ready));
+    })?;
+    Ok(())
+}
+
+/// Waits for the start-up thread, unless a signal comes first or, with an
+/// idle timeout and sockets listening, nobody connects for that long.
+fn wait_started(
+    started: &Receiver<Startup>,
+    config: &Config,
+    sockets: Option<&[Listening]>,
+) -> Result<std::result::Result<Option<(Guest, String)>, Ending>> {
+    let idle = config.idle_timeout.filter(|_| sockets.is_some());
+    loop {
+        let next = match idle {
+            Some(limit) => started.recv_timeout(limit),
+            None => started.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(Startup::Ready(ready)) => return ready.map(Ok),
+            Ok(Startup::Signal(signal)) => return Ok(Err(Ending::Signal(signal))),
+            Err(RecvTimeoutError::Timeout) => {
+                let fds: Vec<BorrowedFd> = sockets
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(socket, ..)| socket.listener.as_fd())
+                    .collect();
+                // A connection in a backlog counts as a client.
+                let waiting = ffi::readable(&fds, Some(Duration::ZERO))
+                    .is_ok_and(|ready| ready.contains(&true));
+                if !waiting {
+                    return Ok(Err(Ending::Idle));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the signal thread holds a sender"),
+        }
+    }
+}
+
+/// A listening socket with its path and its clients' policy.
+type Listening = (Socket, PathBuf, Policy);
+
+fn endpoints(sockets: &[Listening]) -> Vec<Endpoint<'_>> {
+    sockets
         .iter()
         .map(|(socket, path, policy)| Endpoint {
             listener: &socket.listener,
             path: path.clone(),
             policy: policy.clone(),
         })
-        .collect();
-    let monitor = Arc::clone(&guest) as Arc<dyn Monitor>;
-    let stop = serve_all(
-        &endpoints,
-        monitor,
-        commands,
-        greeting,
-        inbox,
-        config.max_clients,
-    );
-    drop(endpoints);
-    drop(sockets);
-    let uri = guest.uri.clone();
-    let_go((guest, event_loop));
-    match stop? {
-        Stop::Signal(signal) => info!("received signal {signal}; stopped"),
-        Stop::GuestStopped => info!("domain '{}' stopped; exiting", config.domain),
-        Stop::LibvirtLost => {
-            return Err(Error::ConnectionLost {
-                uri,
-                timeout: config.reconnect_timeout,
-            })
-        }
-        Stop::NoticesClosed => {}
-    }
-    Ok(())
-}
-
-/// Opens libvirt, finds the guest and asks its version on the `startup`
-/// thread: each can hang on a stopped daemon or QEMU, so the thread is
-/// abandoned if a signal comes first. It reports on `startup`.
-fn start_up(
-    config: &Config,
-    notices: Sender<Notice>,
-    commands: Arc<GuestCommands>,
-    startup: Sender<Startup>,
-) -> Result<()> {
-    let (uri, domain, timeout) = (
-        config.uri.clone(),
-        config.domain.clone(),
-        config.reconnect_timeout,
-    );
-    sync::spawn("startup", None, move || {
-        let ready = Guest::open(uri.as_deref(), &domain, notices, Some(timeout), commands)
-            .and_then(|guest| {
-                let greeting = qmp::greeting(&guest.version()?);
-                Ok((guest, greeting))
-            });
-        let _ = startup.send(Startup::Ready(ready));
-    })?;
-    Ok(())
+        .collect()
 }
 
 /// Creates the main socket and, if asked for, the read-only one, each with
@@ -157,8 +279,8 @@ fn start_up(
 fn listen(
     config: &Config,
     read_only_access: Access,
-    guest: &Guest,
-) -> Result<Vec<(Socket, PathBuf, Policy)>> {
+    guest: Option<&Guest>,
+) -> Result<Vec<Listening>> {
     let mut sockets = vec![(
         Socket::create(&config.socket)?,
         config.socket.clone(),
@@ -172,6 +294,13 @@ fn listen(
             Policy::new(true, config.rules.clone()),
         ));
     }
+    let (name, uri) = match guest {
+        Some(guest) => (guest.name.as_str(), guest.uri.as_str()),
+        None => (
+            config.domain.as_str(),
+            config.uri.as_deref().unwrap_or("libvirt's default"),
+        ),
+    };
     for (_, path, policy) in &sockets {
         let access = if policy.is_read_only() {
             " (read-only)"
@@ -179,10 +308,8 @@ fn listen(
             ""
         };
         info!(
-            "listening on '{}'{access} for domain '{}' ({})",
-            path.display(),
-            guest.name,
-            guest.uri
+            "listening on '{}'{access} for domain '{name}' ({uri})",
+            path.display()
         );
     }
     Ok(sockets)
@@ -248,11 +375,24 @@ pub fn serve(
         policy: Policy::unrestricted(),
     };
     let guest = Arc::new(GuestCommands::new());
-    serve_all(&[endpoint], monitor, guest, greeting, notices, max_clients)
+    let options = Options {
+        max_clients,
+        idle: None,
+    };
+    serve_all(&[endpoint], monitor, guest, greeting, notices, &options).map(|(stop, _)| stop)
 }
 
-/// Serves up to `max_clients` clients at once on each of `endpoints`, each
-/// socket accepting on a thread of its own, until `notices` says to stop.
+/// How to serve, besides the sockets.
+pub struct Options {
+    /// Clients served at once on each socket.
+    pub max_clients: usize,
+    /// After how long without a client to send `Notice::Idle`, and where.
+    pub idle: Option<(Duration, Sender<Notice>)>,
+}
+
+/// Serves up to `options.max_clients` clients at once on each of
+/// `endpoints`, each socket accepting on a thread of its own, until
+/// `notices` says to stop; returns why, and `notices` for the next guest.
 /// Then nothing new is read; every command already read is answered and
 /// every queued line delivered before the client sees end-of-file, within
 /// `DRAIN_TIME`; after it, lines being written are finished and what waits
@@ -264,18 +404,20 @@ pub fn serve_all(
     guest: Arc<GuestCommands>,
     greeting: String,
     notices: Receiver<Notice>,
-    max_clients: usize,
-) -> Result<Stop> {
+    options: &Options,
+) -> Result<(Stop, Receiver<Notice>)> {
     let registry = Arc::new(Registry::default());
-    let wakers = endpoints
-        .iter()
-        .map(|endpoint| endpoint.listener.try_clone())
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|source| Error::Io {
-            what: "cannot share the listening socket",
-            source,
-        })?;
-    let fanout = spawn_fan_out(notices, Arc::clone(&registry), wakers, Registry::broadcast)?;
+    // The accept loops poll the listening sockets and `woken`: a byte on
+    // `wake` ends them and leaves the sockets intact, so that with --wait
+    // the next guest is served on the same ones.
+    let (wake, woken) = UnixStream::pair().map_err(|source| Error::Io {
+        what: "cannot make the accept loops' wake-up socket",
+        source,
+    })?;
+    let fanout = spawn_fan_out(notices, Arc::clone(&registry), wake, Registry::broadcast)?;
+    if let Some((limit, notices)) = &options.idle {
+        watch_idle(endpoints, &registry, *limit, notices.clone())?;
+    }
     let server = Server {
         monitor,
         guest,
@@ -283,7 +425,8 @@ pub fn serve_all(
         registry: Arc::clone(&registry),
         threads: Arc::new(Threads::default()),
         next_client: AtomicU64::new(0),
-        max_clients,
+        max_clients: options.max_clients,
+        woken,
     };
     thread::scope(|scope| {
         for (index, endpoint) in endpoints.iter().enumerate().skip(1) {
@@ -301,9 +444,6 @@ pub fn serve_all(
         }
         // Every accept loop ends on the stop; make sure it came.
         server.registry.stop();
-        for waker in endpoints {
-            ffi::stop_accepting(waker.listener);
-        }
     });
     let fanned_out = fanout.join();
     registry.stop_input();
@@ -317,6 +457,39 @@ pub fn serve_all(
     })
 }
 
+/// Starts the `idle` thread: once no client has been connected for
+/// `limit` and none waits in a backlog, it sends `Notice::Idle`.
+fn watch_idle(
+    endpoints: &[Endpoint],
+    registry: &Arc<Registry>,
+    limit: Duration,
+    notices: Sender<Notice>,
+) -> Result<()> {
+    let listeners = endpoints
+        .iter()
+        .map(|endpoint| endpoint.listener.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|source| Error::Io {
+            what: "cannot share the listening socket",
+            source,
+        })?;
+    let registry = Arc::clone(registry);
+    sync::spawn("idle", Some(64 * 1024), move || {
+        while registry.wait_idle(limit) {
+            let fds: Vec<BorrowedFd> = listeners.iter().map(|l| l.as_fd()).collect();
+            let waiting =
+                ffi::readable(&fds, Some(Duration::ZERO)).is_ok_and(|ready| ready.contains(&true));
+            if !waiting {
+                let _ = notices.send(Notice::Idle);
+                return;
+            }
+            // A connection in a backlog counts as a client.
+            registry.touch();
+        }
+    })?;
+    Ok(())
+}
+
 /// What every accept loop shares.
 struct Server {
     monitor: Arc<dyn Monitor>,
@@ -326,17 +499,28 @@ struct Server {
     threads: Arc<Threads>,
     next_client: AtomicU64,
     max_clients: usize,
+    /// Readable once serving stops.
+    woken: UnixStream,
 }
 
 impl Server {
     /// Accepts clients on `endpoint` (number `index`) until the stop.
     fn accept(&self, index: usize, endpoint: &Endpoint) {
         while self.registry.wait_for_room(index, self.max_clients) {
-            let accepted = endpoint.listener.accept();
-            if self.registry.stopping() {
-                break;
+            let fds = [endpoint.listener.as_fd(), self.woken.as_fd()];
+            match ffi::readable(&fds, None) {
+                // Connections that came meanwhile stay in the backlog.
+                Ok(ready) if ready[1] => break,
+                Ok(ready) if !ready[0] => continue,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("cannot wait for connections: {e}");
+                    self.registry.wait_for_leave(ACCEPT_RETRY);
+                    continue;
+                }
             }
-            match accepted {
+            match endpoint.listener.accept() {
                 Ok((stream, _)) => {
                     let client = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
                     if let Err(e) = self.start_client(client, index, endpoint, stream) {
@@ -426,15 +610,13 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 fn spawn_fan_out(
     notices: Receiver<Notice>,
     registry: Arc<Registry>,
-    listeners: Vec<UnixListener>,
+    wake: UnixStream,
     deliver: fn(&Registry, Arc<str>),
-) -> Result<JoinHandle<Stop>> {
+) -> Result<JoinHandle<(Stop, Receiver<Notice>)>> {
     sync::spawn("fanout", Some(256 * 1024), move || {
-        let stopping = StopServing {
-            registry,
-            listeners,
-        };
-        fan_out(&notices, &stopping.registry, deliver)
+        let stopping = StopServing { registry, wake };
+        let stop = fan_out(&notices, &stopping.registry, deliver);
+        (stop, notices)
     })
 }
 
@@ -459,6 +641,7 @@ fn fan_out(
             Ok(Notice::GuestStopped) => return Stop::GuestStopped,
             Ok(Notice::LibvirtLost) => return Stop::LibvirtLost,
             Ok(Notice::Signal(signal)) => return Stop::Signal(signal),
+            Ok(Notice::Idle) => return Stop::Idle,
             Err(_) => return Stop::NoticesClosed,
         }
     }
@@ -467,16 +650,14 @@ fn fan_out(
 /// Stops the server when dropped: no more clients are accepted.
 struct StopServing {
     registry: Arc<Registry>,
-    /// Clones of the listening sockets, to wake a blocked `accept`.
-    listeners: Vec<UnixListener>,
+    /// Written to wake the accept loops.
+    wake: UnixStream,
 }
 
 impl Drop for StopServing {
     fn drop(&mut self) {
         self.registry.stop();
-        for listener in &self.listeners {
-            ffi::stop_accepting(listener);
-        }
+        let _ = (&self.wake).write(&[0]);
     }
 }
 
@@ -576,6 +757,8 @@ struct Registry {
 #[derive(Default)]
 struct Clients {
     entries: HashMap<u64, Entry>,
+    /// When the last client left, or serving began (None: not yet known).
+    idle_since: Option<Instant>,
     /// Set once, under the lock, so that no waiter can miss it.
     stopping: bool,
 }
@@ -617,6 +800,9 @@ impl Registry {
         let mut clients = self.lock();
         clients.entries.remove(&client);
         let last = clients.entries.is_empty();
+        if last {
+            clients.idle_since = Some(Instant::now());
+        }
         drop(clients);
         self.room.notify_all();
         let mut trimmed = sync::lock(&self.trimmed);
@@ -626,12 +812,40 @@ impl Registry {
         }
     }
 
+    /// Waits until no client has been connected for `limit`: true then,
+    /// false once stopping.
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let mut clients = self.lock();
+        let mut since = *clients.idle_since.get_or_insert_with(Instant::now);
+        loop {
+            if clients.stopping {
+                return false;
+            }
+            if clients.entries.is_empty() {
+                since = clients.idle_since.unwrap_or(since);
+                let left = limit.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return true;
+                }
+                clients = sync::wait_while(&self.room, clients, left, |_| false);
+            } else {
+                clients = sync::wait(&self.room, clients);
+            }
+        }
+    }
+
+    /// Counts as a client just now, for the idle timeout.
+    fn touch(&self) {
+        self.lock().idle_since = Some(Instant::now());
+    }
+
     /// Says that serving ends: no more clients are accepted.
     fn stop(&self) {
         self.lock().stopping = true;
         self.room.notify_all();
     }
 
+    #[cfg(test)]
     fn stopping(&self) -> bool {
         self.lock().stopping
     }
@@ -704,12 +918,10 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let registry = Arc::new(Registry::default());
         let (notices, receiver) = mpsc::channel();
-        let fanout = spawn_fan_out(
-            receiver,
-            Arc::clone(&registry),
-            vec![listener.try_clone().unwrap()],
-            |_, _| panic!("a delivery that panics"),
-        )
+        let (wake, woken) = UnixStream::pair().unwrap();
+        let fanout = spawn_fan_out(receiver, Arc::clone(&registry), wake, |_, _| {
+            panic!("a delivery that panics")
+        })
         .unwrap();
         notices
             .send(Notice::Event {
@@ -722,9 +934,9 @@ mod tests {
         assert!(fanout.join().is_err(), "the fan-out should have panicked");
         assert!(registry.stopping());
         assert!(!registry.wait_for_room(0, 0), "the accept loop would wait");
-        // A blocked accept is woken: the listener no longer accepts.
-        let (done, accepted) = mpsc::channel();
-        thread::spawn(move || done.send(listener.accept().is_err()));
-        assert_eq!(accepted.recv_timeout(Duration::from_secs(10)), Ok(true));
+        // The accept loops' wake-up socket is readable, the listener intact.
+        let ready = ffi::readable(&[woken.as_fd()], Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(ready, [true]);
+        drop(listener);
     }
 }

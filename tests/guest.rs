@@ -352,23 +352,41 @@ fn a_destroyed_guest_ends_with_eof_and_exit_zero() {
 #[test]
 #[ignore = "needs the libvirt/QEMU test bed: run make check"]
 fn quit_is_answered_as_qemu_answers_it() {
-    let guest = Guest::start("quit");
-    let mut proxy = Proxy::start(guest.uri(), guest.name(), &[]);
-    let mut client = proxy.connect_negotiated();
-    client.send(br#"{"execute":"quit","id":"bye"}"#);
-    // QEMU 7.2: the SHUTDOWN event, then the reply, then the end.
-    let event: Value = serde_json::from_slice(&client.read_raw_line()).unwrap();
-    assert_eq!(event["event"], "SHUTDOWN", "{event}");
-    assert_eq!(
-        event["data"],
-        json!({"guest": false, "reason": "host-qmp-quit"}),
-        "{event}"
-    );
-    assert_eq!(
-        client.read_raw_line(),
-        b"{\"return\": {}, \"id\": \"bye\"}\r\n"
-    );
-    client.expect_eof(Duration::from_secs(10));
-    let status = proxy.wait_exit(Duration::from_secs(10));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.stderr());
+    // libvirt itself loses QEMU's SHUTDOWN now and then, when QEMU's exit
+    // resets the monitor before libvirt has read it (seen under load);
+    // then there is nothing to relay, and quit stays libvirt's error. So a
+    // few guests are tried: with the event, the reply must be QEMU's.
+    let mut answered = 0;
+    for attempt in 0..3 {
+        let guest = Guest::start(&format!("quit{attempt}"));
+        let mut proxy = Proxy::start(guest.uri(), guest.name(), &[]);
+        let mut client = proxy.connect_negotiated();
+        client.send(br#"{"execute":"quit","id":"bye"}"#);
+        let first: Value = serde_json::from_slice(&client.read_raw_line()).unwrap();
+        if first.get("event").is_none() {
+            assert_eq!(first["id"], "bye", "{first}");
+            assert!(
+                first["error"]["desc"].as_str().unwrap().contains("monitor"),
+                "{first}"
+            );
+            continue;
+        }
+        // QEMU 7.2: the SHUTDOWN event, then the reply, then the end.
+        assert_eq!(first["event"], "SHUTDOWN", "{first}");
+        assert_eq!(
+            first["data"],
+            json!({"guest": false, "reason": "host-qmp-quit"}),
+            "{first}"
+        );
+        assert_eq!(
+            client.read_raw_line(),
+            b"{\"return\": {}, \"id\": \"bye\"}\r\n"
+        );
+        client.expect_eof(Duration::from_secs(10));
+        let status = proxy.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.stderr());
+        answered += 1;
+        break;
+    }
+    assert_eq!(answered, 1, "libvirt lost the SHUTDOWN of every quit");
 }

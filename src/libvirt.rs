@@ -111,6 +111,8 @@ struct State {
     quit: Arc<QuitSeen>,
     /// Commands travel over libvirt's RPC (not the embedded driver).
     remote: bool,
+    /// Why a command cannot take descriptors over this connection, if so.
+    files_refused: Option<String>,
     /// The guest's commands, as `query-commands` lists them.
     commands: Arc<GuestCommands>,
 }
@@ -281,6 +283,12 @@ impl Guest {
             requests,
             quit,
             remote: !actual_uri.starts_with("qemu:///embed"),
+            files_refused: fdless_transport(&actual_uri).map(|transport| {
+                format!(
+                    "file descriptors cannot be passed over libvirt's {transport} transport \
+                     ({actual_uri})"
+                )
+            }),
             commands,
         });
         state.learn_commands();
@@ -575,6 +583,11 @@ impl State {
                 ),
             });
         }
+        // Refused before libvirt sees them: it would drop the whole
+        // connection, for every client. The files close when dropped.
+        if let Some(why) = state.files_refused.as_ref().filter(|_| !files.is_empty()) {
+            return Err(Failure { desc: why.clone() });
+        }
         let link = sync::lock(&state.link);
         let Some(Link {
             domain,
@@ -731,6 +744,33 @@ fn lookup(connection: &Connect, wanted: &str) -> std::result::Result<Domain, vir
     }
 }
 
+/// The transport of `uri` when it cannot carry file descriptors: libvirt
+/// passes them only over a local UNIX socket (`driver://` without a host,
+/// `driver+unix://`, the embedded driver), not over tcp, tls, ssh, libssh,
+/// libssh2 or ext. Without `+transport`, a host means tls, as in libvirt.
+fn fdless_transport(uri: &str) -> Option<&str> {
+    let (scheme, rest) = uri.split_once(':')?;
+    match scheme.split_once('+') {
+        Some((_, "unix")) => None,
+        Some((_, transport)) => Some(transport),
+        None if has_host(rest) => Some("tls"),
+        None => None,
+    }
+}
+
+/// Whether the part of a URI after `scheme:` names a host.
+fn has_host(rest: &str) -> bool {
+    let Some(authority) = rest.strip_prefix("//") else {
+        return false;
+    };
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    // An IPv6 literal holds colons; anything else ends at the port.
+    host.starts_with('[') || !host.split(':').next().unwrap_or_default().is_empty()
+}
+
 /// 36 characters with dashes at 8, 13, 18 and 23, or 32 hex digits.
 fn looks_like_uuid(text: &str) -> bool {
     let bytes = text.as_bytes();
@@ -760,5 +800,33 @@ mod tests {
         assert!(!looks_like_uuid("c7a5fdbd_cdaf-9455-926a-d65c16db1809"));
         assert!(!looks_like_uuid("tiny"));
         assert!(!looks_like_uuid("123"));
+    }
+
+    #[test]
+    fn descriptors_travel_only_over_a_local_socket() {
+        for local in [
+            "qemu:///system",
+            "qemu:///session",
+            "qemu+unix:///system",
+            "qemu:///system?socket=/tmp/d/libvirt-sock",
+            "qemu:///embed?root=/tmp/root",
+            "qemu://:16509/system",
+            "test:///default",
+        ] {
+            assert_eq!(fdless_transport(local), None, "{local}");
+        }
+        for (remote, transport) in [
+            ("qemu+tcp://127.0.0.1:16509/system", "tcp"),
+            ("qemu+tls://host/system", "tls"),
+            ("qemu+ssh://root@host/system", "ssh"),
+            ("qemu+libssh://host/system", "libssh"),
+            ("qemu+libssh2://host/system?known_hosts=/k", "libssh2"),
+            ("qemu+ext:///system?command=/bin/helper", "ext"),
+            ("qemu://host/system", "tls"),
+            ("qemu://user@host:16514/system", "tls"),
+            ("qemu://[::1]/system", "tls"),
+        ] {
+            assert_eq!(fdless_transport(remote), Some(transport), "{remote}");
+        }
     }
 }

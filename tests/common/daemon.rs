@@ -14,6 +14,8 @@ use super::{run_with_timeout, script, send_signal, unique_path, TESTBED_HINT};
 pub struct Daemon {
     dir: PathBuf,
     uri: String,
+    /// The daemon's TCP URI, when started by `start_tcp`.
+    tcp_uri: Option<String>,
     guest: String,
 }
 
@@ -29,15 +31,24 @@ impl Daemon {
         Daemon::start_guest(guest, &["define", "start"])
     }
 
+    /// Like `start`, with the daemon also listening on TCP (`tcp_uri()`)
+    /// in a network namespace of its own: its clients run through `in_network`.
+    pub fn start_tcp(guest: &str) -> Daemon {
+        Daemon::start_with("start-tcp", guest, &["create"])
+    }
+
     fn start_guest(guest: &str, commands: &[&str]) -> Daemon {
+        Daemon::start_with("start", guest, commands)
+    }
+
+    fn start_with(action: &str, guest: &str, commands: &[&str]) -> Daemon {
         let dir = unique_path("libvirtd");
-        let uri = String::from_utf8(Daemon::script("start", &dir).stdout)
-            .unwrap()
-            .trim()
-            .to_owned();
+        let printed = String::from_utf8(Daemon::script(action, &dir).stdout).unwrap();
+        let mut uris = printed.lines().map(str::to_owned);
         let daemon = Daemon {
             dir,
-            uri,
+            uri: uris.next().expect("the script prints the daemon's URI"),
+            tcp_uri: uris.next(),
             guest: guest.to_owned(),
         };
         let xml = daemon.dir.join("guest.xml");
@@ -135,6 +146,24 @@ impl Daemon {
     /// The URI of the private daemon.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// The daemon's TCP URI (`qemu+tcp://127.0.0.1:PORT/system`); panics
+    /// unless the daemon was started by `start_tcp`.
+    pub fn tcp_uri(&self) -> &str {
+        self.tcp_uri
+            .as_deref()
+            .expect("the daemon was started by Daemon::start_tcp")
+    }
+
+    /// The command line that runs a program in the daemon's network
+    /// namespace, where its TCP port is: put it before the program's own.
+    pub fn in_network(&self) -> Vec<String> {
+        let holder =
+            fs::read_to_string(self.dir.join("holder.pid")).expect("the namespace has a pid file");
+        ["nsenter", "-t", holder.trim(), "-n", "--"]
+            .map(str::to_owned)
+            .to_vec()
     }
 
     /// The guest's name.

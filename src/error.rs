@@ -68,6 +68,32 @@ pub enum Error {
         uri: String,
         timeout: std::time::Duration,
     },
+    /// A LISTEN_* variable from the service manager is not a number.
+    ListenEnv {
+        variable: &'static str,
+        value: String,
+    },
+    /// A passed socket has a name that says no part it could play.
+    PassedName { fd: i32, name: String },
+    /// Two passed sockets claim the same part.
+    PassedTwice {
+        role: &'static str,
+        first: (i32, String),
+        second: (i32, String),
+    },
+    /// A passed descriptor is not a listening UNIX stream socket on a path.
+    PassedSocket {
+        fd: i32,
+        name: String,
+        problem: &'static str,
+        source: Option<io::Error>,
+    },
+    /// The command line names another path than the passed socket's.
+    PassedPath {
+        given: PathBuf,
+        bound: PathBuf,
+        name: String,
+    },
 }
 
 impl Error {
@@ -139,6 +165,43 @@ impl fmt::Display for Error {
                 "lost the libvirt connection to '{uri}' and could not reconnect within {} s",
                 timeout.as_secs()
             ),
+            Error::ListenEnv { variable, value } => write!(
+                f,
+                "invalid {variable}='{value}' from the service manager: not a number"
+            ),
+            Error::PassedName { fd, name } => write!(
+                f,
+                "the service manager passed descriptor {fd} named '{name}'; \
+                 name the sockets 'qmp' and 'qmp-ro' with FileDescriptorName="
+            ),
+            Error::PassedTwice {
+                role,
+                first,
+                second,
+            } => write!(
+                f,
+                "the service manager passed two {role} sockets, descriptors {} ('{}') and {} ('{}'); \
+                 name them 'qmp' and 'qmp-ro' with FileDescriptorName=",
+                first.0, first.1, second.0, second.1
+            ),
+            Error::PassedSocket {
+                fd,
+                name,
+                problem,
+                source,
+            } => {
+                write!(f, "descriptor {fd} ('{name}') from the service manager {problem}")?;
+                match source {
+                    Some(source) => write!(f, ": {source}"),
+                    None => Ok(()),
+                }
+            }
+            Error::PassedPath { given, bound, name } => write!(
+                f,
+                "'{}' is not the socket the service manager passed: '{name}' is bound to '{}'",
+                given.display(),
+                bound.display()
+            ),
         }
     }
 }
@@ -147,6 +210,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Connect { source, .. } | Error::Libvirt { source, .. } => Some(source),
+            Error::PassedSocket {
+                source: Some(source),
+                ..
+            } => Some(source),
             Error::Socket { source, .. }
             | Error::Io { source, .. }
             | Error::Thread { source, .. }

@@ -233,6 +233,120 @@ pub fn set_backlog(listener: &UnixListener, backlog: c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// What a descriptor passed by the service manager is, as far as serving
+/// QMP on it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketInfo {
+    /// AF_UNIX.
+    pub unix: bool,
+    /// SOCK_STREAM.
+    pub stream: bool,
+    /// listen(2) was called on it (SO_ACCEPTCONN).
+    pub listening: bool,
+    /// The path it is bound to: `None` when unbound or abstract.
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// An integer option of the socket `fd`.
+fn socket_option(fd: std::os::fd::RawFd, option: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut length = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `value` has room for `length` bytes and both outlive the call;
+    // getsockopt only reads the descriptor, whoever owns it.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            &mut value as *mut c_int as *mut c_void,
+            &mut length,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Looks at descriptor `fd` without taking it: EBADF when it is not open,
+/// ENOTSOCK when it is not a socket.
+pub fn socket_info(fd: std::os::fd::RawFd) -> io::Result<SocketInfo> {
+    // SAFETY: a zeroed sockaddr_un is a valid value (family 0, empty path).
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `address` has room for `length` bytes and both outlive the
+    // call; a longer address of another family is truncated, its family
+    // still filled in. getsockname only reads the descriptor.
+    check(unsafe {
+        libc::getsockname(
+            fd,
+            &mut address as *mut libc::sockaddr_un as *mut libc::sockaddr,
+            &mut length,
+        )
+    })?;
+    let unix = c_int::from(address.sun_family) == libc::AF_UNIX;
+    let stream = socket_option(fd, libc::SO_TYPE)? == libc::SOCK_STREAM;
+    let listening = socket_option(fd, libc::SO_ACCEPTCONN)? != 0;
+    let mut path = None;
+    if unix {
+        let start = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let bytes: Vec<u8> = address
+            .sun_path
+            .iter()
+            .take((length as usize).saturating_sub(start))
+            .map(|&c| c as u8)
+            .take_while(|&b| b != 0)
+            .collect();
+        // Unbound (no bytes) and abstract (a leading NUL) have no path.
+        if !bytes.is_empty() {
+            path = Some(std::path::PathBuf::from(
+                <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes),
+            ));
+        }
+    }
+    Ok(SocketInfo {
+        unix,
+        stream,
+        listening,
+        path,
+    })
+}
+
+/// Takes the descriptors `fds` that the service manager passed to this
+/// process (sd_listen_fds(3)) and sets close-on-exec on them. Only once per
+/// process, so that no descriptor ever has two owners; none is taken unless
+/// all are open.
+pub fn take_passed(fds: &[std::os::fd::RawFd]) -> io::Result<Vec<OwnedFd>> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut sorted = fds.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != fds.len() || fds.iter().any(|&fd| fd < 3) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "passed descriptors are distinct and from 3 on",
+        ));
+    }
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the passed descriptors were already taken",
+        ));
+    }
+    for &fd in fds {
+        // SAFETY: fcntl on a descriptor number touches no memory; F_SETFD
+        // only changes the descriptor's own flag.
+        check(unsafe {
+            let flags = check(libc::fcntl(fd, libc::F_GETFD))?;
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC)
+        })?;
+    }
+    Ok(fds
+        .iter()
+        // SAFETY: each is open (fcntl succeeded), distinct, handed to this
+        // process by the service manager and claimed by nothing else in it,
+        // and TAKEN makes this the only time they are owned.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect())
+}
+
 /// Makes every thread allocate from glibc's main arena. By default glibc
 /// gives threads arenas of their own (up to 8 per core), each keeping the
 /// memory its threads freed: with a thread per client that is megabytes
@@ -775,6 +889,30 @@ mod tests {
         assert_eq!(group_id("vqmp-no-such-group").unwrap(), None);
         assert_eq!(group_id("").unwrap(), None);
         assert_eq!(group_id("bad\0name").unwrap(), None);
+    }
+
+    #[test]
+    fn passed_descriptors_are_taken_once_with_close_on_exec() {
+        use std::os::fd::IntoRawFd;
+        let mut socket = std::env::temp_dir();
+        socket.push(format!("vqmp-ffi-passed-{}", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let fd = listen_private(&socket).unwrap().into_raw_fd();
+        // Refused before anything is taken.
+        assert!(take_passed(&[2]).is_err());
+        assert!(take_passed(&[fd, fd]).is_err());
+        // SAFETY: F_SETFD on a descriptor this test owns (released above).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        let taken = take_passed(&[fd]).unwrap();
+        // SAFETY: F_GETFD on a descriptor we own.
+        let flags = unsafe { libc::fcntl(taken[0].as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let info = socket_info(taken[0].as_raw_fd()).unwrap();
+        assert!(info.unix && info.stream && info.listening);
+        assert_eq!(info.path.as_deref(), Some(socket.as_path()));
+        let again = take_passed(&[fd]).expect_err("taken once only");
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        std::fs::remove_file(&socket).unwrap();
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - `ffi`: every `unsafe` call; imports nothing from the crate.
 //! - `socket`: the socket files, their mode and group, the peer's
 //!   credentials; `output`: one connection's sending side.
+//! - `systemd`: sockets passed by the service manager, readiness
+//!   notifications, whether stderr is the journal; no libsystemd.
 //! - `client`: one session, greeting to end; `notice`: what the server reacts to.
 //! - `server`: start-up (`startup` thread), an accept loop per socket
 //!   (`accept-N` beyond the first), `signals`, `fanout`, a reader
@@ -47,3 +49,4 @@ pub mod qmp;
 pub mod server;
 pub mod socket;
 pub mod sync;
+pub mod systemd;

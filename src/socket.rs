@@ -44,12 +44,15 @@ pub enum Access {
 }
 
 /// The listening socket; its file is removed on drop if it is still the
-/// one this process made (same device and inode).
+/// one this process made (same device and inode). A socket the service
+/// manager passed is never removed nor changed: it outlives the process.
 pub struct Socket {
     pub listener: UnixListener,
     path: PathBuf,
     device: u64,
     inode: u64,
+    /// Whether this process made the file, and so removes it.
+    owned: bool,
 }
 
 impl Socket {
@@ -81,7 +84,27 @@ impl Socket {
             path: path.to_owned(),
             device: created.dev(),
             inode: created.ino(),
+            owned: true,
         })
+    }
+
+    /// Wraps `listener`, passed by the service manager already listening at
+    /// `path`: its file is the socket unit's, never removed or changed here.
+    pub fn passed(listener: UnixListener, path: &Path) -> Socket {
+        Socket {
+            listener,
+            path: path.to_owned(),
+            device: 0,
+            inode: 0,
+            owned: false,
+        }
+    }
+
+    /// Whether the service manager passed this socket: shutdown(2) on it
+    /// would break the manager's copy too (same open file), so wake its
+    /// accept loop another way.
+    pub fn is_passed(&self) -> bool {
+        !self.owned
     }
 }
 
@@ -90,6 +113,9 @@ impl Drop for Socket {
     /// so that no proxy starting meanwhile can replace the file between the
     /// check and the unlink.
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _lock = match DirectoryLock::take(&self.path) {
             Ok(lock) => lock,
             Err(e) => {
@@ -503,6 +529,20 @@ mod tests {
             .expect("a live socket is refused");
         assert!(err.to_string().contains("already in use"), "{err}");
         drop(ours);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_passed_socket_is_left_as_it_is() {
+        let dir = scratch("passed");
+        let path = dir.join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let before = fs::symlink_metadata(&path).unwrap();
+        let passed = Socket::passed(listener, &path);
+        assert!(passed.is_passed());
+        drop(passed);
+        let after = fs::symlink_metadata(&path).expect("a passed socket is not removed");
+        assert_eq!((after.ino(), after.mode()), (before.ino(), before.mode()));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -61,6 +61,9 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// Options that cannot go together, found only once the environment is
+    /// known (sockets passed by systemd).
+    Usage(String),
     /// A thread could not be started.
     Thread { name: String, source: io::Error },
     /// libvirt went away and could not be reached again in time.
@@ -99,7 +102,10 @@ pub enum Error {
 impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -159,6 +165,7 @@ impl fmt::Display for Error {
                 write!(f, "cannot look up group '{group}': {source}")
             }
             Error::Io { what, source } => write!(f, "{what}: {source}"),
+            Error::Usage(problem) => write!(f, "{problem}"),
             Error::Thread { name, source } => write!(f, "cannot start thread '{name}': {source}"),
             Error::ConnectionLost { uri, timeout } => write!(
                 f,

@@ -24,7 +24,7 @@ use crate::log::Level;
 use crate::monitor::{Failure, Monitor, Reply};
 use crate::notice::{Mark, Notice};
 use crate::qmp::GuestCommands;
-use crate::{qmp, sync};
+use crate::{qmp, sync, systemd};
 
 /// Stops libvirt printing its errors next to ours, unless debugging: each
 /// error is reported once, by us. Must run before any other thread starts.
@@ -347,12 +347,15 @@ impl State {
                 Ok(_) => continue,
             }
             warn!("lost the libvirt connection to '{uri}'; reconnecting");
+            systemd::notifier()
+                .status(&format!("libvirt connection to '{uri}' lost; reconnecting"));
             // Waits for a call still failing on the dead connection.
             let dead = sync::lock(&self.link).take();
             drop(dead);
             let notice = match self.reconnect(uri, inbox, timeout) {
                 Outcome::Running => {
                     info!("reconnected to '{uri}'");
+                    systemd::notifier().status(&format!("serving again, reconnected to '{uri}'"));
                     continue;
                 }
                 Outcome::GuestGone => Notice::GuestStopped,

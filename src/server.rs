@@ -30,6 +30,7 @@ use crate::notice::Notice;
 use crate::output::{Delivery, Output};
 use crate::qmp::{GuestCommands, Policy};
 use crate::socket::{self, Access, Socket};
+use crate::systemd::{self, Passed};
 use crate::{ffi, qmp, sync};
 
 /// Least time between two returns of freed memory to the system while
@@ -80,6 +81,17 @@ enum Ending {
 /// Runs the proxy described by `config` until a signal or the guest stops
 /// (with --wait: until it is gone).
 pub fn run(config: &Config) -> Result<()> {
+    // Before anything opens a descriptor or starts a thread: the passed
+    // sockets sit at fixed numbers, and their variables are unset.
+    let mut passed = systemd::listen_fds()?;
+    let notifier = systemd::notifier();
+    if passed.read_only.is_some() && config.read_only_group.is_some() {
+        return Err(Error::Usage(
+            "--read-only-group cannot change a socket passed by systemd: \
+             set SocketGroup= and SocketMode= in its unit"
+                .into(),
+        ));
+    }
     // signal-hook wants its handlers in place before any thread starts.
     let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
         what: "cannot handle signals",
@@ -101,9 +113,13 @@ pub fn run(config: &Config) -> Result<()> {
     // With --wait the sockets listen at once: clients wait in the backlog
     // until the guest runs.
     let mut sockets = match config.wait {
-        true => Some(listen(config, read_only_access, None)?),
+        true => Some(listen(config, read_only_access, &mut passed, None)?),
         false => None,
     };
+    if sockets.is_some() {
+        // systemd would kill a unit that waits for a guest before it is ready.
+        notifier.ready();
+    }
     let options = Options {
         max_clients: config.max_clients,
         idle: config.idle_timeout.map(|limit| (limit, notices.clone())),
@@ -118,6 +134,7 @@ pub fn run(config: &Config) -> Result<()> {
             first,
         )?;
         first = false;
+        notifier.status(&format!("waiting for domain '{}' to run", config.domain));
         let (guest, greeting) = match wait_started(&started, config, sockets.as_deref())? {
             Ok(Some(ready)) => ready,
             Ok(None) => break Ending::Gone,
@@ -126,8 +143,10 @@ pub fn run(config: &Config) -> Result<()> {
         let guest = Arc::new(guest);
         let sockets = match &mut sockets {
             Some(sockets) => sockets,
-            None => sockets.insert(listen(config, read_only_access, Some(&guest))?),
+            None => sockets.insert(listen(config, read_only_access, &mut passed, Some(&guest))?),
         };
+        notifier.ready();
+        notifier.status(&format!("serving domain '{}' ({})", guest.name, guest.uri));
         let endpoints = endpoints(sockets);
         let monitor = Arc::clone(&guest) as Arc<dyn Monitor>;
         let served = serve_all(
@@ -158,6 +177,7 @@ pub fn run(config: &Config) -> Result<()> {
             stop => break Ending::Served(stop),
         }
     };
+    notifier.stopping();
     drop(sockets);
     let_go(event_loop);
     match ending {
@@ -274,25 +294,38 @@ fn endpoints(sockets: &[Listening]) -> Vec<Endpoint<'_>> {
         .collect()
 }
 
-/// Creates the main socket and, if asked for, the read-only one, each with
-/// its path and the policy of its clients.
+/// Creates the main socket and, if asked for, the read-only one, or takes
+/// those systemd passed; each with its path and its clients' policy.
 fn listen(
     config: &Config,
     read_only_access: Access,
+    passed: &mut Passed,
     guest: Option<&Guest>,
 ) -> Result<Vec<Listening>> {
+    let main = match passed.main.take() {
+        Some(socket) => {
+            systemd::check_path(&config.socket, &socket)?;
+            Socket::passed(socket.listener, &socket.path)
+        }
+        None => Socket::create(&config.socket)?,
+    };
     let mut sockets = vec![(
-        Socket::create(&config.socket)?,
+        main,
         config.socket.clone(),
         Policy::new(config.read_only, config.rules.clone()),
     )];
-    if let Some(path) = &config.read_only_socket {
-        let socket = Socket::create_with(path, read_only_access)?;
-        sockets.push((
-            socket,
-            path.clone(),
-            Policy::new(true, config.rules.clone()),
-        ));
+    let read_only = match (passed.read_only.take(), &config.read_only_socket) {
+        (Some(socket), given) => {
+            // Passed without --read-only-socket: the unit decides.
+            let path = given.clone().unwrap_or_else(|| socket.path.clone());
+            systemd::check_path(&path, &socket)?;
+            Some((Socket::passed(socket.listener, &socket.path), path))
+        }
+        (None, Some(path)) => Some((Socket::create_with(path, read_only_access)?, path.clone())),
+        (None, None) => None,
+    };
+    if let Some((socket, path)) = read_only {
+        sockets.push((socket, path, Policy::new(true, config.rules.clone())));
     }
     let (name, uri) = match guest {
         Some(guest) => (guest.name.as_str(), guest.uri.as_str()),
@@ -731,15 +764,9 @@ impl Threads {
     /// Waits until every client thread has ended (true) or `deadline`
     /// passes (false).
     fn wait_until(&self, deadline: Instant) -> bool {
-        let mut running = self.lock();
-        while *running > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            running = sync::wait_while(&self.ended, running, left, |_| false);
-        }
-        true
+        let left = deadline.saturating_duration_since(Instant::now());
+        let running = sync::wait_while(&self.ended, self.lock(), left, |running| *running > 0);
+        *running == 0
     }
 }
 
@@ -827,7 +854,7 @@ impl Registry {
                 if left.is_zero() {
                     return true;
                 }
-                clients = sync::wait_while(&self.room, clients, left, |_| false);
+                clients = sync::wait_timeout(&self.room, clients, left);
             } else {
                 clients = sync::wait(&self.room, clients);
             }
@@ -865,7 +892,7 @@ impl Registry {
     fn wait_for_leave(&self, limit: Duration) {
         let clients = self.lock();
         if !clients.stopping {
-            let _ = self.room.wait_timeout(clients, limit);
+            drop(sync::wait_timeout(&self.room, clients, limit));
         }
     }
 

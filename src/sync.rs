@@ -51,3 +51,15 @@ pub fn wait_while<'a, T>(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .0
 }
+
+/// Waits on `changed` for a notification or `limit`, whichever comes first.
+pub fn wait_timeout<'a, T>(
+    changed: &Condvar,
+    guard: MutexGuard<'a, T>,
+    limit: Duration,
+) -> MutexGuard<'a, T> {
+    changed
+        .wait_timeout(guard, limit)
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .0
+}

@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -277,6 +278,16 @@ fn resolve_directory(path: &Path) -> Option<PathBuf> {
         _ => Path::new("."),
     };
     Some(dir.canonicalize().ok()?.join(name))
+}
+
+/// The process's one notifier, taken from the environment at its first use.
+static NOTIFIER: OnceLock<Notifier> = OnceLock::new();
+
+/// The notifier of this process: `run` takes it first thing, while no
+/// other thread runs (it unsets NOTIFY_SOCKET); everybody else reports
+/// through it.
+pub fn notifier() -> &'static Notifier {
+    NOTIFIER.get_or_init(Notifier::from_env)
 }
 
 /// Tells the service manager how the proxy is doing (sd_notify(3)):

@@ -68,6 +68,10 @@ const QUIT_EVENT_WAIT: Duration = Duration::from_secs(10);
 /// SHUTDOWN event may still take to come.
 const QUIT_EVENT_LATE: Duration = Duration::from_secs(1);
 
+/// Longest a reply waits for the events that came during its call to be
+/// delivered first: the fan-out takes microseconds, unless it is gone.
+const EVENTS_FIRST_WAIT: Duration = Duration::from_millis(100);
+
 /// What QEMU answers to `quit` when it can: libvirt reports the closed
 /// monitor instead.
 const QUIT_REPLY: &str = r#"{"return":{}}"#;
@@ -108,7 +112,8 @@ struct State {
     notices: Sender<Notice>,
     /// The reconnect thread's inbox.
     requests: Sender<Reconnect>,
-    quit: Arc<QuitSeen>,
+    /// What the event callback has seen, for replies to wait on.
+    seen: Arc<Seen>,
     /// Commands travel over libvirt's RPC (not the embedded driver).
     remote: bool,
     /// Why a command cannot take descriptors over this connection, if so.
@@ -117,17 +122,19 @@ struct State {
     commands: Arc<GuestCommands>,
 }
 
-/// QEMU's SHUTDOWN event for a QMP `quit` (reason host-qmp-quit), marked in
-/// the notice stream, so that the `quit` it answers can be answered as
-/// QEMU does, after the event.
+/// What the guest's event callback has seen, for the replies that must
+/// come after events, as QEMU sends them: how many events in all, and
+/// QEMU's SHUTDOWN for a QMP `quit` (reason host-qmp-quit), marked in the
+/// notice stream, so that the `quit` can be answered as QEMU does.
 #[derive(Default)]
-struct QuitSeen {
+struct Seen {
+    events: AtomicU64,
     mark: Mutex<Option<Arc<Mark>>>,
     changed: Condvar,
 }
 
-impl QuitSeen {
-    fn seen(&self, mark: Arc<Mark>) {
+impl Seen {
+    fn quit(&self, mark: Arc<Mark>) {
         *sync::lock(&self.mark) = Some(mark);
         self.changed.notify_all();
     }
@@ -169,7 +176,7 @@ fn quit(
             let _ = answer.send(QuitAnswer::Called(state.call(&command, files)));
         }
     };
-    let waiting = Arc::clone(&state.quit);
+    let waiting = Arc::clone(&state.seen);
     let waited = sync::spawn("quit-event", Some(64 * 1024), move || {
         if waiting.confirmed(QUIT_EVENT_WAIT) {
             let _ = answer.send(QuitAnswer::Confirmed);
@@ -255,9 +262,9 @@ impl Guest {
             source,
         })?;
         let (requests, inbox) = mpsc::channel();
-        let quit = Arc::new(QuitSeen::default());
+        let seen = Arc::new(Seen::default());
         let watch =
-            watch(&connection, &domain, &notices, &requests, &quit, 0).map_err(|source| {
+            watch(&connection, &domain, &notices, &requests, &seen, 0).map_err(|source| {
                 Error::Libvirt {
                     what: format!("cannot receive the events of domain '{name}'"),
                     source,
@@ -281,7 +288,7 @@ impl Guest {
             generation: AtomicU64::new(0),
             notices,
             requests,
-            quit,
+            seen,
             remote: !actual_uri.starts_with("qemu:///embed"),
             files_refused: fdless_transport(&actual_uri).map(|transport| {
                 format!(
@@ -455,7 +462,7 @@ impl State {
             &domain,
             &self.notices,
             &self.requests,
-            &self.quit,
+            &self.seen,
             generation,
         )?;
         Ok(Some(Link {
@@ -485,7 +492,7 @@ fn watch(
     domain: &Domain,
     notices: &Sender<Notice>,
     requests: &Sender<Reconnect>,
-    quit: &Arc<QuitSeen>,
+    seen: &Arc<Seen>,
     generation: u64,
 ) -> std::result::Result<Watch, virt::error::Error> {
     let stopped = notices.clone();
@@ -499,7 +506,7 @@ fn watch(
         }),
     )?;
     let events = notices.clone();
-    let quit = Arc::clone(quit);
+    let seen = Arc::clone(seen);
     let monitor = ffi::EventRegistration::monitor(
         connection,
         domain,
@@ -515,10 +522,11 @@ fn watch(
                 micros: event.micros,
                 data: event.data,
             });
+            seen.events.fetch_add(1, Ordering::Release);
             if quitting {
                 let mark = Arc::new(Mark::default());
                 let _ = events.send(Notice::Mark(Arc::clone(&mark)));
-                quit.seen(mark);
+                seen.quit(mark);
             }
         }),
     )?;
@@ -547,7 +555,19 @@ impl Monitor for Guest {
         if qmp::runs(command, "quit") {
             return quit(&self.state, command, files);
         }
-        self.state.call(command, files)
+        let state = &*self.state;
+        let before = state.seen.events.load(Ordering::Acquire);
+        let reply = state.call(command, files);
+        // QEMU sends an event raised by a command (STOP during `stop`)
+        // before the command's reply: events that came during the call go
+        // out first. Rare, so the common path costs two atomic loads.
+        if state.seen.events.load(Ordering::Acquire) != before {
+            let mark = Arc::new(Mark::default());
+            if state.notices.send(Notice::Mark(Arc::clone(&mark))).is_ok() {
+                mark.wait(EVENTS_FIRST_WAIT);
+            }
+        }
+        reply
     }
 }
 

@@ -71,6 +71,15 @@ impl Drop for Running {
     }
 }
 
+/// A NOTIFY_SOCKET for the proxy, read with a 30 s timeout.
+fn notify_socket(path: &Path) -> UnixDatagram {
+    let notify = UnixDatagram::bind(path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    notify
+}
+
 fn greets(path: &Path) -> bool {
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(stream) => {
@@ -121,10 +130,7 @@ fn ready_comes_once_the_socket_answers() {
     let guest = Guest::start("notify");
     let socket = common::socket_path("notify");
     let notify_path = socket.with_file_name("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let notify = notify_socket(&notify_path);
     let mut proxy = Running::spawn(
         Command::new(PROXY_BIN)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -214,10 +220,7 @@ fn with_wait_the_socket_outlives_the_guest() {
     run(&["destroy", daemon.guest()]);
     let socket = common::socket_path("waited");
     let notify_path = socket.with_file_name("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let notify = notify_socket(&notify_path);
     let mut proxy = Running::spawn(
         Command::new(PROXY_BIN)
             .env("NOTIFY_SOCKET", &notify_path)

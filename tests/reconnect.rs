@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::Proxy;
-use serde_json::Value;
 
 const LOST: &str = "the libvirt connection was lost and is being re-established";
 
@@ -35,7 +34,7 @@ fn a_libvirtd_restart_is_survived_by_the_same_connections() {
     }
     // During the outage every command is refused at once, saying why.
     let started = Instant::now();
-    let reply = wait_for(&mut idle, |reply| reply["error"]["desc"] == LOST);
+    let reply = common::wait_for(&mut idle, |reply| reply["error"]["desc"] == LOST);
     assert_eq!(reply["error"]["class"], "GenericError");
     let asked = Instant::now();
     let again = idle.command(r#"{"execute":"query-status","id":"outage"}"#);
@@ -48,7 +47,7 @@ fn a_libvirtd_restart_is_survived_by_the_same_connections() {
     assert!(started.elapsed() < Duration::from_secs(30));
 
     daemon.restart_daemon();
-    let reply = wait_for(&mut idle, |reply| reply.get("return").is_some());
+    let reply = common::wait_for(&mut idle, |reply| reply.get("return").is_some());
     assert_eq!(reply["return"]["status"], "running", "{reply}");
     // Events flow again, to both connections.
     assert_eq!(
@@ -92,22 +91,6 @@ fn libvirt_gone_past_the_reconnect_timeout_ends_the_proxy() {
     assert!(!socket.exists(), "socket left behind");
 }
 
-/// Sends query-status every 100 ms until a reply satisfies `done` (30 s at most).
-fn wait_for(client: &mut common::Client, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = client.command(r#"{"execute":"query-status"}"#);
-        if done(&reply) {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still no such reply after 30 s: {reply}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 #[ignore = "needs the libvirt/QEMU test bed: run make check"]
 fn the_largest_reconnect_timeout_means_for_ever() {
@@ -119,9 +102,9 @@ fn the_largest_reconnect_timeout_means_for_ever() {
     );
     let mut client = proxy.connect_negotiated();
     daemon.stop_daemon();
-    wait_for(&mut client, |reply| reply["error"]["desc"] == LOST);
+    common::wait_for(&mut client, |reply| reply["error"]["desc"] == LOST);
     daemon.restart_daemon();
-    let reply = wait_for(&mut client, |reply| reply.get("return").is_some());
+    let reply = common::wait_for(&mut client, |reply| reply.get("return").is_some());
     assert_eq!(reply["return"]["status"], "running", "{reply}");
 }
 
@@ -135,7 +118,7 @@ fn a_guest_started_again_while_libvirt_was_away_is_another_guest() {
     let mut client = proxy.connect_negotiated();
     daemon.cut_indirect_uri();
     daemon.stop_daemon();
-    wait_for(&mut client, |reply| reply["error"]["desc"] == LOST);
+    common::wait_for(&mut client, |reply| reply["error"]["desc"] == LOST);
     daemon.restart_daemon();
     // The daemon re-attaches to its running guests in the background.
     let attached = common::wait_until(Duration::from_secs(30), || {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::daemon::Daemon;
 use common::files::{pipe, send_with_files, writers_closed};
 use common::{Client, Proxy, PROXY_BIN};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const LOST: &str = "the libvirt connection was lost and is being re-established";
 
@@ -42,10 +42,10 @@ fn commands_events_and_a_daemon_restart_work_over_tcp() {
     stop_and_cont(&mut first, &mut second);
 
     daemon.stop_daemon();
-    let reply = wait_for(&mut first, |reply| reply["error"]["desc"] == LOST);
+    let reply = common::wait_for(&mut first, |reply| reply["error"]["desc"] == LOST);
     assert_eq!(reply["error"]["class"], "GenericError", "{reply}");
     daemon.restart_daemon();
-    let reply = wait_for(&mut first, |reply| reply.get("return").is_some());
+    let reply = common::wait_for(&mut first, |reply| reply.get("return").is_some());
     assert_eq!(reply["return"]["status"], "running", "{reply}");
     // The same two connections, and events reach both again.
     stop_and_cont(&mut second, &mut first);
@@ -120,21 +120,5 @@ fn stop_and_cont(actor: &mut Client, watcher: &mut Client) {
             let seen = client.wait_event(event);
             assert!(seen["timestamp"]["seconds"].is_u64(), "{seen}");
         }
-    }
-}
-
-/// Sends query-status every 100 ms until a reply satisfies `done` (30 s at most).
-fn wait_for(client: &mut Client, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = client.command(r#"{"execute":"query-status"}"#);
-        if done(&reply) {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still no such reply after 30 s: {reply}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

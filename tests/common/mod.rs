@@ -807,6 +807,23 @@ impl Client {
     }
 }
 
+/// Sends query-status every 100 ms until a reply satisfies `done` (30 s at
+/// most): for a proxy that is reconnecting to libvirt.
+pub fn wait_for(client: &mut Client, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = client.command(r#"{"execute":"query-status"}"#);
+        if done(&reply) {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still no such reply after 30 s: {reply}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A helper for exit-status assertions: the signal that killed a process.
 pub fn killed_by(status: ExitStatus) -> Option<i32> {
     status.signal()

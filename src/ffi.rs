@@ -753,6 +753,242 @@ pub fn monitor_command_with_files(
     Ok((text, returned))
 }
 
+/// Waits until one of `entries` has one of its `events`, for at most
+/// `limit` (None: for ever), and fills in their `revents`; returns how many
+/// have some. A signal ends the wait early with `Interrupted`.
+pub fn poll(entries: &mut [libc::pollfd], limit: Option<Duration>) -> io::Result<usize> {
+    let timeout = limit.map(|limit| libc::timespec {
+        tv_sec: libc::time_t::try_from(limit.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: limit.subsec_nanos() as _,
+    });
+    let timeout = timeout
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `entries` is a valid array of `entries.len()` pollfd structs
+    // and `timeout` NULL or a valid timespec, both for the whole call. The
+    // descriptors are plain numbers to the kernel: one that is not open
+    // gets POLLNVAL, no memory is touched through it.
+    let ready = unsafe {
+        libc::ppoll(
+            entries.as_mut_ptr(),
+            entries.len() as libc::nfds_t,
+            timeout,
+            std::ptr::null(),
+        )
+    };
+    check(ready).map(|ready| ready as usize)
+}
+
+/// A handle callback libvirt gave to its event loop, with its opaque data;
+/// dropping it calls libvirt's free function on that data.
+///
+/// libvirt wants the free function called from a clean stack, never from
+/// within one of its callbacks nor from the remove call: the event loop
+/// drops these only on its own thread, between dispatches.
+pub struct HandleCallback {
+    callback: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void),
+    opaque: *mut c_void,
+    free: sys::virFreeCallback,
+}
+
+// SAFETY: libvirt hands its callbacks to an event loop that runs them on
+// another thread than the registering one (that is what an event loop
+// implementation is for); the data behind `opaque` is libvirt's, guarded by
+// its own locks, and only `call` and `drop` touch it.
+unsafe impl Send for HandleCallback {}
+// SAFETY: as above; `call` only passes the pointer back to libvirt.
+unsafe impl Sync for HandleCallback {}
+
+impl HandleCallback {
+    /// Tells libvirt that `events` (VIR_EVENT_HANDLE_*) happened on `fd`,
+    /// watched as `watch`.
+    pub fn call(&self, watch: c_int, fd: c_int, events: c_int) {
+        // SAFETY: the function and its opaque data came together from
+        // libvirt's add-handle call, and the data stays valid until `free`
+        // runs, in our drop, which cannot happen while `self` is borrowed.
+        unsafe { (self.callback)(watch, fd, events, self.opaque) }
+    }
+}
+
+impl Drop for HandleCallback {
+    fn drop(&mut self) {
+        if let Some(free) = self.free {
+            // SAFETY: the free function libvirt gave with `opaque`, called
+            // once, as the last use of `opaque`.
+            unsafe { free(self.opaque) }
+        }
+    }
+}
+
+/// A timeout callback libvirt gave to its event loop, with its opaque data;
+/// dropped like a `HandleCallback`.
+pub struct TimeoutCallback {
+    callback: unsafe extern "C" fn(c_int, *mut c_void),
+    opaque: *mut c_void,
+    free: sys::virFreeCallback,
+}
+
+// SAFETY: as for HandleCallback.
+unsafe impl Send for TimeoutCallback {}
+// SAFETY: as for HandleCallback.
+unsafe impl Sync for TimeoutCallback {}
+
+impl TimeoutCallback {
+    /// Tells libvirt that the timer `timer` expired.
+    pub fn call(&self, timer: c_int) {
+        // SAFETY: as in HandleCallback::call.
+        unsafe { (self.callback)(timer, self.opaque) }
+    }
+}
+
+impl Drop for TimeoutCallback {
+    fn drop(&mut self) {
+        if let Some(free) = self.free {
+            // SAFETY: as in HandleCallback's drop.
+            unsafe { free(self.opaque) }
+        }
+    }
+}
+
+/// An event loop for libvirt, as the six functions of virEventRegisterImpl.
+/// Each may be called from any thread, also from within a callback.
+/// Events are VIR_EVENT_HANDLE_* bits (0: not watched), a frequency is in
+/// ms (-1: disabled, 0: on every loop iteration); ids are > 0 and unique.
+pub trait EventImpl: Sync {
+    /// Watches `fd`; gives the callback back when it cannot, so that its
+    /// data is not freed (libvirt keeps it).
+    fn add_handle(
+        &self,
+        fd: c_int,
+        events: c_int,
+        callback: HandleCallback,
+    ) -> Result<c_int, HandleCallback>;
+    fn update_handle(&self, watch: c_int, events: c_int);
+    /// False when no such handle is registered.
+    fn remove_handle(&self, watch: c_int) -> bool;
+    /// Starts a timer; gives the callback back when it cannot.
+    fn add_timeout(
+        &self,
+        frequency: c_int,
+        callback: TimeoutCallback,
+    ) -> Result<c_int, TimeoutCallback>;
+    fn update_timeout(&self, timer: c_int, frequency: c_int);
+    /// False when no such timer is registered.
+    fn remove_timeout(&self, timer: c_int) -> bool;
+}
+
+/// The implementation libvirt calls through the trampolines below.
+static EVENT_IMPL: std::sync::OnceLock<&'static dyn EventImpl> = std::sync::OnceLock::new();
+
+/// Makes `implementation` libvirt's event loop, for the whole process and
+/// for good; false (and nothing changed) when one was registered already.
+/// Must come before the first connection is opened.
+pub fn register_event_impl(implementation: &'static dyn EventImpl) -> bool {
+    if EVENT_IMPL.set(implementation).is_err() {
+        return false;
+    }
+    // SAFETY: virInitialize has no preconditions (the default registration
+    // calls it first too); the six trampolines have exactly the signatures
+    // virEventRegisterImpl asks for and stay valid for the whole process.
+    unsafe {
+        sys::virInitialize();
+        sys::virEventRegisterImpl(
+            Some(add_handle_trampoline),
+            Some(update_handle_trampoline),
+            Some(remove_handle_trampoline),
+            Some(add_timeout_trampoline),
+            Some(update_timeout_trampoline),
+            Some(remove_timeout_trampoline),
+        );
+    }
+    true
+}
+
+/// Runs `call` on the registered implementation; `failed` when there is
+/// none. A panic is not caught: it aborts at the `extern "C"` boundary,
+/// where catching it could free a callback's data that libvirt then frees
+/// again.
+fn with_event_impl<T>(failed: T, call: impl FnOnce(&dyn EventImpl) -> T) -> T {
+    match EVENT_IMPL.get() {
+        Some(implementation) => call(*implementation),
+        None => failed,
+    }
+}
+
+unsafe extern "C" fn add_handle_trampoline(
+    fd: c_int,
+    events: c_int,
+    callback: sys::virEventHandleCallback,
+    opaque: *mut c_void,
+    free: sys::virFreeCallback,
+) -> c_int {
+    let Some(callback) = callback else {
+        return -1;
+    };
+    let callback = HandleCallback {
+        callback,
+        opaque,
+        free,
+    };
+    with_event_impl(-1, |events_impl| {
+        events_impl
+            .add_handle(fd, events, callback)
+            // Refused: libvirt still owns the data, so no free.
+            .unwrap_or_else(|refused| {
+                std::mem::forget(refused);
+                -1
+            })
+    })
+}
+
+unsafe extern "C" fn update_handle_trampoline(watch: c_int, events: c_int) {
+    with_event_impl((), |events_impl| events_impl.update_handle(watch, events))
+}
+
+unsafe extern "C" fn remove_handle_trampoline(watch: c_int) -> c_int {
+    with_event_impl(-1, |events_impl| match events_impl.remove_handle(watch) {
+        true => 0,
+        false => -1,
+    })
+}
+
+unsafe extern "C" fn add_timeout_trampoline(
+    frequency: c_int,
+    callback: sys::virEventTimeoutCallback,
+    opaque: *mut c_void,
+    free: sys::virFreeCallback,
+) -> c_int {
+    let Some(callback) = callback else {
+        return -1;
+    };
+    let callback = TimeoutCallback {
+        callback,
+        opaque,
+        free,
+    };
+    with_event_impl(-1, |events_impl| {
+        events_impl
+            .add_timeout(frequency, callback)
+            .unwrap_or_else(|refused| {
+                std::mem::forget(refused);
+                -1
+            })
+    })
+}
+
+unsafe extern "C" fn update_timeout_trampoline(timer: c_int, frequency: c_int) {
+    with_event_impl((), |events_impl| {
+        events_impl.update_timeout(timer, frequency)
+    })
+}
+
+unsafe extern "C" fn remove_timeout_trampoline(timer: c_int) -> c_int {
+    with_event_impl(-1, |events_impl| match events_impl.remove_timeout(timer) {
+        true => 0,
+        false => -1,
+    })
+}
+
 /// Most descriptors taken from one read, QEMU's TCP_MAX_FDS: the kernel
 /// closes any beyond (MSG_CTRUNC).
 const MAX_FILES_PER_READ: usize = 16;

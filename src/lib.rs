@@ -12,7 +12,8 @@
 //!   policy (which commands a client may run).
 //! - `monitor`: what a session needs of the guest (`trait Monitor`).
 //! - `libvirt`: the guest behind libvirt, its events, keepalive, and its
-//!   `reconnect` thread; `event_loop`: libvirt's loop on its `events` thread.
+//!   `reconnect` thread; `event_loop`: our own event loop for libvirt, on
+//!   its `events` thread, and `flush` to deliver what is due before a reply.
 //! - `ffi`: every `unsafe` call; imports nothing from the crate.
 //! - `socket`: the socket files, their mode and group, the peer's
 //!   credentials; `output`: one connection's sending side.

@@ -24,7 +24,7 @@ use crate::log::Level;
 use crate::monitor::{Failure, Monitor, Reply};
 use crate::notice::{Mark, Notice};
 use crate::qmp::GuestCommands;
-use crate::{qmp, sync, systemd};
+use crate::{event_loop, qmp, sync, systemd};
 
 /// Stops libvirt printing its errors next to ours, unless debugging: each
 /// error is reported once, by us. Must run before any other thread starts.
@@ -560,7 +560,11 @@ impl Monitor for Guest {
         let reply = state.call(command, files);
         // QEMU sends an event raised by a command (STOP during `stop`)
         // before the command's reply: events that came during the call go
-        // out first. Rare, so the common path costs two atomic loads.
+        // out first. libvirt hands an event it read with the reply to a
+        // 0 ms timer of the event loop, so that runs first; then the
+        // fan-out delivers. Rare, so the common path costs a look at the
+        // loop's timers and two atomic loads.
+        event_loop::flush(EVENTS_FIRST_WAIT);
         if state.seen.events.load(Ordering::Acquire) != before {
             let mark = Arc::new(Mark::default());
             if state.notices.send(Notice::Mark(Arc::clone(&mark))).is_ok() {

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The floor (a): libvirt's monitor-command API called directly, with no
-//! socket and no proxy, set up as the proxy sets itself up (libvirt's default
-//! event loop registered before the open, one thread running it).
+//! The floors: libvirt's monitor-command API called directly, with no
+//! socket and no proxy, in two set-ups:
+//!
+//! - (a) plain (`--plain`): no event implementation registered, no
+//!   keepalive; what a program calling libvirt directly pays;
+//! - (a′) as the proxy sets itself up: libvirt's default event loop
+//!   registered before the open, one thread running it, keepalive on.
+//!
+//! Registering an event implementation is process-wide and permanent, so
+//! each set-up is a process of its own.
 //!
 //! It runs as a child process of the bench driver (the same executable,
 //! `proxy floor ...`), so that with the embedded driver, where one process
@@ -37,8 +44,8 @@ use virt_qemu_qmp_proxy::libvirt::{KEEPALIVE_COUNT, KEEPALIVE_INTERVAL};
 const QUERY_VERSION: &str = r#"{"execute":"query-version"}"#;
 
 /// Runs the floor in this process (the `floor` subcommand); never returns.
-pub fn child_main(uri: &str, domain: &str, startup: bool) -> ! {
-    let code = match serve(uri, domain, startup) {
+pub fn child_main(uri: &str, domain: &str, startup: bool, plain: bool) -> ! {
+    let code = match serve(uri, domain, startup, plain) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("floor: {e}");
@@ -49,7 +56,7 @@ pub fn child_main(uri: &str, domain: &str, startup: bool) -> ! {
     std::process::exit(code)
 }
 
-fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
+fn serve(uri: &str, name: &str, startup: bool, plain: bool) -> Result<(), String> {
     if std::env::var_os("LIBVIRT_LOG_OUTPUTS").is_none()
         && std::env::var_os("LIBVIRT_DEBUG").is_none()
     {
@@ -57,20 +64,22 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
         std::env::set_var("LIBVIRT_LOG_OUTPUTS", "4:file:/dev/null");
     }
     virt::error::clear_error_callback();
-    virt::event::event_register_default_impl()
-        .map_err(|e| format!("cannot register the event loop: {e}"))?;
-    thread::Builder::new()
-        .name("events".into())
-        .spawn(|| loop {
-            if virt::event::event_run_default_impl().is_err() {
-                break;
-            }
-        })
-        .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
+    if !plain {
+        virt::event::event_register_default_impl()
+            .map_err(|e| format!("cannot register the event loop: {e}"))?;
+        thread::Builder::new()
+            .name("events".into())
+            .spawn(|| loop {
+                if virt::event::event_run_default_impl().is_err() {
+                    break;
+                }
+            })
+            .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
+    }
 
     if startup {
         let begun = Instant::now();
-        let (connection, domain) = open(uri, name)?;
+        let (connection, domain) = open(uri, name, plain)?;
         let reply = domain
             .qemu_monitor_command(QUERY_VERSION, 0)
             .map_err(|e| format!("query-version: {e}"))?;
@@ -84,7 +93,7 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
         return Ok(());
     }
 
-    let (connection, domain) = open(uri, name)?;
+    let (connection, domain) = open(uri, name, plain)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     writeln!(out, "ready")
@@ -106,14 +115,17 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn open(uri: &str, name: &str) -> Result<(Connect, Domain), String> {
+fn open(uri: &str, name: &str, plain: bool) -> Result<(Connect, Domain), String> {
     let connection =
         Connect::open(Some(uri)).map_err(|e| format!("cannot open {uri}: {}", e.message()))?;
     // The proxy's connection settings: keepalive where the driver has it
     // (not the embedded one), as virsh also turns it on by default. libvirt
     // 9.0 re-arms the keepalive timer on every message it receives, which
-    // wakes the event loop thread: a cost of libvirt's, not of the proxy.
-    let _ = connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+    // wakes the event loop thread. Keepalive needs an event loop, so the
+    // plain floor has none.
+    if !plain {
+        let _ = connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+    }
     let domain = connection
         .lookup_domain_by_name(name)
         .map_err(|e| format!("cannot find domain '{name}': {}", e.message()))?;
@@ -245,8 +257,8 @@ pub struct Floor {
 
 impl Floor {
     /// Starts the floor process and waits until its connection is open.
-    pub fn start(uri: &str, domain: &str, log: &Path) -> Result<Floor, String> {
-        let mut child = floor_command(uri, domain, log)?
+    pub fn start(uri: &str, domain: &str, log: &Path, plain: bool) -> Result<Floor, String> {
+        let mut child = floor_command(uri, domain, log, plain)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -387,7 +399,7 @@ fn dotted(version: u64) -> String {
     )
 }
 
-fn floor_command(uri: &str, domain: &str, log: &Path) -> Result<Command, String> {
+fn floor_command(uri: &str, domain: &str, log: &Path, plain: bool) -> Result<Command, String> {
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find the bench's own executable: {e}"))?;
     let log = std::fs::OpenOptions::new()
@@ -399,14 +411,17 @@ fn floor_command(uri: &str, domain: &str, log: &Path) -> Result<Command, String>
     command
         .args(["floor", "--uri", uri, "--domain", domain])
         .stderr(log);
+    if plain {
+        command.arg("--plain");
+    }
     die_with_parent(&mut command);
     Ok(command)
 }
 
 /// One start-up of the floor in a fresh process: the open + lookup +
 /// query-version time measured inside it, and exec to exit, in µs.
-pub fn startup(uri: &str, domain: &str, log: &Path) -> Result<(f64, f64), String> {
-    let mut command = floor_command(uri, domain, log)?;
+pub fn startup(uri: &str, domain: &str, log: &Path, plain: bool) -> Result<(f64, f64), String> {
+    let mut command = floor_command(uri, domain, log, plain)?;
     command
         .arg("--startup")
         .stdin(Stdio::null())

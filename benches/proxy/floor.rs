@@ -20,6 +20,10 @@
 //!   (the last reply's length, then each call's time in ns);
 //! - `rate THREADS MILLIS JSON`: THREADS threads calling for MILLIS ms on
 //!   the one connection; answers `ok CALLS ELAPSED_NS`;
+//! - `order COUNT`: COUNT pairs of `stop` and `cont` with a QMP event
+//!   callback registered (not with `--plain`: no loop, no events); answers
+//!   `ok STOP_FIRST RESUME_FIRST`, how often the callback for STOP (RESUME)
+//!   had run when the call returned;
 //! - `info`: answers `ok LIBRARY DAEMON HYPERVISOR URI` then the
 //!   `return` of query-version on one more line;
 //! - `quit`.
@@ -27,6 +31,7 @@
 //! With `--startup` it instead times one open + lookup + query-version,
 //! prints `ok NS` and exits.
 
+use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -101,7 +106,7 @@ fn serve(uri: &str, name: &str, startup: bool, plain: bool) -> Result<(), String
         .map_err(|e| e.to_string())?;
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("cannot read a request: {e}"))?;
-        let answer = match answer(&connection, &domain, &line) {
+        let answer = match answer(&connection, &domain, plain, &line) {
             Ok(Some(answer)) => answer,
             Ok(None) => break,
             Err(e) => format!("err {e}"),
@@ -133,7 +138,12 @@ fn open(uri: &str, name: &str, plain: bool) -> Result<(Connect, Domain), String>
 }
 
 /// Carries out one request; None for `quit`.
-fn answer(connection: &Connect, domain: &Domain, line: &str) -> Result<Option<String>, String> {
+fn answer(
+    connection: &Connect,
+    domain: &Domain,
+    plain: bool,
+    line: &str,
+) -> Result<Option<String>, String> {
     let mut words = line.splitn(4, ' ');
     match words.next().unwrap_or_default() {
         "seq" => {
@@ -162,6 +172,12 @@ fn answer(connection: &Connect, domain: &Domain, line: &str) -> Result<Option<St
             let command = words.next().unwrap_or_default();
             let (calls, elapsed) = rate(domain, threads, Duration::from_millis(millis), command)?;
             Ok(Some(format!("ok {calls} {}", elapsed.as_nanos())))
+        }
+        "order" if plain => Err("no event loop, hence no events".into()),
+        "order" => {
+            let count: usize = number(words.next())?;
+            let (stop_first, resume_first) = order(connection, domain, count)?;
+            Ok(Some(format!("ok {stop_first} {resume_first}")))
         }
         "info" => {
             let library = Connect::version().unwrap_or(0);
@@ -246,6 +262,92 @@ fn rate(
         calls.load(Ordering::Relaxed),
         last_end.saturating_duration_since(begun),
     ))
+}
+
+/// STOP and RESUME events seen by `on_monitor_event`, in this process.
+static STOPS: AtomicU64 = AtomicU64::new(0);
+static RESUMES: AtomicU64 = AtomicU64::new(0);
+
+/// libvirt's QMP event callback, on the event loop thread: counts STOP and
+/// RESUME.
+unsafe extern "C" fn on_monitor_event(
+    _connection: virt::sys::virConnectPtr,
+    _domain: virt::sys::virDomainPtr,
+    event: *const c_char,
+    _seconds: c_longlong,
+    _micros: c_uint,
+    _details: *const c_char,
+    _opaque: *mut c_void,
+) {
+    if event.is_null() {
+        return;
+    }
+    // SAFETY: libvirt passes a NUL-terminated name, valid during the call.
+    match unsafe { CStr::from_ptr(event) }.to_bytes() {
+        b"STOP" => STOPS.fetch_add(1, Ordering::SeqCst),
+        b"RESUME" => RESUMES.fetch_add(1, Ordering::SeqCst),
+        _ => 0,
+    };
+}
+
+/// Figure 9's floor: `count` pairs of `stop` and `cont`; for each call,
+/// whether its event's callback had already run when
+/// virDomainQemuMonitorCommand returned. The callback is registered only
+/// for this, so that the other figures' calls are as before.
+fn order(connection: &Connect, domain: &Domain, count: usize) -> Result<(usize, usize), String> {
+    // SAFETY: both pointers come from live wrappers that outlive the
+    // registration; the callback uses no opaque data, so nothing is freed.
+    let id: c_int = unsafe {
+        virt::sys::virConnectDomainQemuMonitorEventRegister(
+            connection.as_ptr(),
+            domain.as_ptr(),
+            std::ptr::null(),
+            Some(on_monitor_event),
+            std::ptr::null_mut(),
+            None,
+            0,
+        )
+    };
+    if id < 0 {
+        return Err(format!(
+            "cannot register a QMP event callback: {}",
+            virt::error::Error::last_error()
+        ));
+    }
+    let result = (|| {
+        let mut first = [0, 0];
+        for _ in 0..count {
+            for (slot, (command, seen)) in [
+                (r#"{"execute":"stop"}"#, &STOPS),
+                (r#"{"execute":"cont"}"#, &RESUMES),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let before = seen.load(Ordering::SeqCst);
+                let reply = domain
+                    .qemu_monitor_command(command, 0)
+                    .map_err(|e| format!("{command}: {}", e.message()))?;
+                check(&reply)?;
+                if seen.load(Ordering::SeqCst) > before {
+                    first[slot] += 1;
+                    continue;
+                }
+                // Late: wait for it, so that it is not taken for the next one's.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while seen.load(Ordering::SeqCst) == before {
+                    if Instant::now() > deadline {
+                        return Err(format!("no event for {command} within 10 s"));
+                    }
+                    thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+        Ok((first[0], first[1]))
+    })();
+    // SAFETY: the connection is live and `id` is its registration.
+    unsafe { virt::sys::virConnectDomainQemuMonitorEventDeregister(connection.as_ptr(), id) };
+    result
 }
 
 /// The driver's handle on a running floor process.
@@ -336,6 +438,17 @@ impl Floor {
         let calls = numbers.next().unwrap_or(f64::NAN);
         let elapsed = numbers.next().unwrap_or(f64::NAN) / 1e9;
         Ok(calls / elapsed)
+    }
+
+    /// Figure 9: of `count` stop/cont pairs, how often STOP's (RESUME's)
+    /// callback ran before the call returned.
+    pub fn order(&mut self, count: usize) -> Result<(usize, usize), String> {
+        let answer = self.request(&format!("order {count}"))?;
+        let mut numbers = answer.split(' ').map(str::parse::<usize>);
+        match (numbers.next(), numbers.next()) {
+            (Some(Ok(stop)), Some(Ok(resume))) => Ok((stop, resume)),
+            _ => Err(format!("floor: bad answer '{answer}'")),
+        }
     }
 
     /// libvirt's and QEMU's versions.

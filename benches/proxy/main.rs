@@ -108,6 +108,8 @@ pub struct Plan {
     pub memory_time_cap: Duration,
     /// Strings in figure 8's huge command.
     pub huge_strings: usize,
+    /// stop/cont pairs of figure 9, per subject.
+    pub order_tries: usize,
     pub figures: BTreeSet<u32>,
 }
 
@@ -129,7 +131,8 @@ impl Plan {
             original_commands: 10_000,
             memory_time_cap: Duration::from_secs(200),
             huge_strings: 1_000_000,
-            figures: (1..=8).collect(),
+            order_tries: 1000,
+            figures: (1..=9).collect(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Plan {
             original_commands: 1000,
             memory_time_cap: Duration::from_secs(40),
             huge_strings: 100_000,
+            order_tries: 40,
             ..Plan::full()
         }
     }
@@ -366,10 +370,21 @@ pub struct Results {
     /// the servers; and the floors' open + lookup + query-version inside.
     pub startup: [Vec<f64>; SUBJECTS],
     pub startup_inside: [Vec<f64>; 2],
+    /// Figure 9: per subject, stop/cont pairs tried and how often STOP
+    /// (RESUME) came before the reply.
+    pub order: [Order; SUBJECTS],
     /// /proc/loadavg's 1-minute figure at the start and at the end.
     pub load: (String, String),
     /// Why a subject's measurement is missing, by (figure, subject).
     pub skipped: Vec<(u32, Who, String)>,
+}
+
+/// Figure 9's counts for one subject.
+#[derive(Default, Clone, Copy)]
+pub struct Order {
+    pub tries: usize,
+    pub stop_first: usize,
+    pub resume_first: usize,
 }
 
 /// Private memory in bytes and thread counts.
@@ -557,14 +572,14 @@ fn run(bed: &Bed, plan: &Plan) -> Result<(), String> {
         lineup.release();
     }
     if let Some(reason) = &bed.original_missing {
-        for figure in 1..=8 {
+        for figure in 1..=9 {
             results
                 .skipped
                 .push((figure, Who::Original, reason.clone()));
         }
     }
     if bed.mode == Mode::Embed {
-        for figure in 1..=8 {
+        for figure in 1..=9 {
             results
                 .skipped
                 .push((figure, Who::Floor, PLAIN_EMBED.to_owned()));
@@ -691,6 +706,21 @@ fn measure(
                         None => results.fanout.push((who, clients, deliveries)),
                     }
                 }
+                lineup.release();
+            }
+        }
+        if plan.figures.contains(&9) {
+            let tries = plan.share(plan.order_tries);
+            for who in only(&[Who::FloorLoop, Who::Proxy, Who::Original]) {
+                let (stop_first, resume_first) = if is_floor(who) {
+                    lineup.floor(who)?.order(tries)?
+                } else {
+                    client::order(&mut lineup.server(kind_of(who))?.client()?, tries)?
+                };
+                let counts = &mut results.order[who.index()];
+                counts.tries += tries;
+                counts.stop_first += stop_first;
+                counts.resume_first += resume_first;
                 lineup.release();
             }
         }

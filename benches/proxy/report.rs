@@ -247,6 +247,42 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
         }
     }
 
+    // 9. Event order, next to the fan-out.
+    if plan.figures.contains(&9) {
+        let proxy = results.order[Who::Proxy.index()];
+        for (event, command) in [("STOP", "stop"), ("RESUME", "cont")] {
+            let first = |o: &crate::Order| {
+                if event == "STOP" {
+                    o.stop_first
+                } else {
+                    o.resume_first
+                }
+            };
+            rows.push(Row {
+                figure: 9,
+                what: format!(
+                    "{event} before `{command}`'s reply, of the tries ({} `stop` then `cont` each); (a′): {event}'s callback had run when virDomainQemuMonitorCommand returned",
+                    proxy.tries
+                ),
+                cells: Who::ALL.map(|who| {
+                    let o = &results.order[who.index()];
+                    match who {
+                        Who::Floor if bed.mode == Mode::System => {
+                            "n/a: no event loop, hence no events".to_owned()
+                        }
+                        Who::Limit => NO_GUEST.to_owned(),
+                        _ if o.tries == 0 => unavailable(9, who),
+                        _ => format!("{} of {}", first(o), o.tries),
+                    }
+                }),
+                goal: Some(Goal {
+                    text: "(b) every try, where the wire order allows it".into(),
+                    met: (proxy.tries > 0).then(|| first(&proxy) == proxy.tries),
+                }),
+            });
+        }
+    }
+
     // 5. Private memory.
     if plan.figures.contains(&5) {
         let m = &results.memory;
@@ -681,8 +717,8 @@ fn header(
     );
     let _ = writeln!(
         out,
-        "- method: {} rounds; in each, figures 1 to 4 run the subjects in turn, a different one first each round \
-         ({}); figures 1, 3 and 4 pool every sample; figure 2 runs {} ms windows and takes medians over the rounds, \
+        "- method: {} rounds; in each, figures 1 to 4 and 9 run the subjects in turn, a different one first each round \
+         ({}); figures 1, 3, 4 and 9 pool every sample; figure 2 runs {} ms windows and takes medians over the rounds, \
          its ratios paired with (a)'s single caller of the same round; figures 5 to 8 use fresh processes after \
          the rounds; the whole run took {:.0} s",
         plan.rounds,

@@ -228,6 +228,43 @@ impl Client {
     }
 }
 
+/// Figure 9: `tries` pairs of `stop` and `cont`; returns how often STOP
+/// came before stop's reply and RESUME before cont's. A late event is
+/// waited for, so that it is not taken for the next command's.
+pub fn order(client: &mut Client, tries: usize) -> Result<(usize, usize), String> {
+    let mut first = [0, 0];
+    for _ in 0..tries {
+        for (slot, (command, event)) in [(STOP, &b"\"STOP\""[..]), (CONT, &b"\"RESUME\""[..])]
+            .into_iter()
+            .enumerate()
+        {
+            client
+                .stream
+                .write_all(command)
+                .map_err(|e| format!("cannot send: {e}"))?;
+            let (mut seen, mut replied) = (false, false);
+            while !(seen && replied) {
+                let line = client.read_line().map_err(|e| format!("no reply: {e}"))?;
+                match kind(line) {
+                    Kind::Event if contains(line, event) => {
+                        seen = true;
+                        if !replied {
+                            first[slot] += 1;
+                        }
+                    }
+                    Kind::Event => {}
+                    Kind::Return => replied = true,
+                    Kind::Error | Kind::Greeting => {
+                        let text = String::from_utf8_lossy(line).trim_end().to_owned();
+                        return Err(format!("unexpected reply {text}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok((first[0], first[1]))
+}
+
 /// One STOP as the clients saw it.
 pub struct Delivery {
     /// First to last client receiving it, µs.

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The floor (a): libvirt's monitor-command API called directly, with no
-//! socket and no proxy, set up as the proxy sets itself up (libvirt's default
-//! event loop registered before the open, one thread running it).
+//! The floors: libvirt's monitor-command API called directly, with no
+//! socket and no proxy, in two set-ups:
+//!
+//! - (a) plain (`--plain`): no event implementation registered, no
+//!   keepalive; what a program calling libvirt directly pays;
+//! - (a′) as the proxy sets itself up: libvirt's default event loop
+//!   registered before the open, one thread running it, keepalive on.
+//!
+//! Registering an event implementation is process-wide and permanent, so
+//! each set-up is a process of its own.
 //!
 //! It runs as a child process of the bench driver (the same executable,
 //! `proxy floor ...`), so that with the embedded driver, where one process
@@ -13,6 +20,10 @@
 //!   (the last reply's length, then each call's time in ns);
 //! - `rate THREADS MILLIS JSON`: THREADS threads calling for MILLIS ms on
 //!   the one connection; answers `ok CALLS ELAPSED_NS`;
+//! - `order COUNT`: COUNT pairs of `stop` and `cont` with a QMP event
+//!   callback registered (not with `--plain`: no loop, no events); answers
+//!   `ok STOP_FIRST RESUME_FIRST`, how often the callback for STOP (RESUME)
+//!   had run when the call returned;
 //! - `info`: answers `ok LIBRARY DAEMON HYPERVISOR URI` then the
 //!   `return` of query-version on one more line;
 //! - `quit`.
@@ -20,6 +31,7 @@
 //! With `--startup` it instead times one open + lookup + query-version,
 //! prints `ok NS` and exits.
 
+use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -37,8 +49,8 @@ use virt_qemu_qmp_proxy::libvirt::{KEEPALIVE_COUNT, KEEPALIVE_INTERVAL};
 const QUERY_VERSION: &str = r#"{"execute":"query-version"}"#;
 
 /// Runs the floor in this process (the `floor` subcommand); never returns.
-pub fn child_main(uri: &str, domain: &str, startup: bool) -> ! {
-    let code = match serve(uri, domain, startup) {
+pub fn child_main(uri: &str, domain: &str, startup: bool, plain: bool) -> ! {
+    let code = match serve(uri, domain, startup, plain) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("floor: {e}");
@@ -49,7 +61,7 @@ pub fn child_main(uri: &str, domain: &str, startup: bool) -> ! {
     std::process::exit(code)
 }
 
-fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
+fn serve(uri: &str, name: &str, startup: bool, plain: bool) -> Result<(), String> {
     if std::env::var_os("LIBVIRT_LOG_OUTPUTS").is_none()
         && std::env::var_os("LIBVIRT_DEBUG").is_none()
     {
@@ -57,20 +69,22 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
         std::env::set_var("LIBVIRT_LOG_OUTPUTS", "4:file:/dev/null");
     }
     virt::error::clear_error_callback();
-    virt::event::event_register_default_impl()
-        .map_err(|e| format!("cannot register the event loop: {e}"))?;
-    thread::Builder::new()
-        .name("events".into())
-        .spawn(|| loop {
-            if virt::event::event_run_default_impl().is_err() {
-                break;
-            }
-        })
-        .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
+    if !plain {
+        virt::event::event_register_default_impl()
+            .map_err(|e| format!("cannot register the event loop: {e}"))?;
+        thread::Builder::new()
+            .name("events".into())
+            .spawn(|| loop {
+                if virt::event::event_run_default_impl().is_err() {
+                    break;
+                }
+            })
+            .map_err(|e| format!("cannot start the event loop thread: {e}"))?;
+    }
 
     if startup {
         let begun = Instant::now();
-        let (connection, domain) = open(uri, name)?;
+        let (connection, domain) = open(uri, name, plain)?;
         let reply = domain
             .qemu_monitor_command(QUERY_VERSION, 0)
             .map_err(|e| format!("query-version: {e}"))?;
@@ -84,7 +98,7 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
         return Ok(());
     }
 
-    let (connection, domain) = open(uri, name)?;
+    let (connection, domain) = open(uri, name, plain)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     writeln!(out, "ready")
@@ -92,7 +106,7 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("cannot read a request: {e}"))?;
-        let answer = match answer(&connection, &domain, &line) {
+        let answer = match answer(&connection, &domain, plain, &line) {
             Ok(Some(answer)) => answer,
             Ok(None) => break,
             Err(e) => format!("err {e}"),
@@ -106,14 +120,17 @@ fn serve(uri: &str, name: &str, startup: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn open(uri: &str, name: &str) -> Result<(Connect, Domain), String> {
+fn open(uri: &str, name: &str, plain: bool) -> Result<(Connect, Domain), String> {
     let connection =
         Connect::open(Some(uri)).map_err(|e| format!("cannot open {uri}: {}", e.message()))?;
     // The proxy's connection settings: keepalive where the driver has it
     // (not the embedded one), as virsh also turns it on by default. libvirt
     // 9.0 re-arms the keepalive timer on every message it receives, which
-    // wakes the event loop thread: a cost of libvirt's, not of the proxy.
-    let _ = connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+    // wakes the event loop thread. Keepalive needs an event loop, so the
+    // plain floor has none.
+    if !plain {
+        let _ = connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+    }
     let domain = connection
         .lookup_domain_by_name(name)
         .map_err(|e| format!("cannot find domain '{name}': {}", e.message()))?;
@@ -121,7 +138,12 @@ fn open(uri: &str, name: &str) -> Result<(Connect, Domain), String> {
 }
 
 /// Carries out one request; None for `quit`.
-fn answer(connection: &Connect, domain: &Domain, line: &str) -> Result<Option<String>, String> {
+fn answer(
+    connection: &Connect,
+    domain: &Domain,
+    plain: bool,
+    line: &str,
+) -> Result<Option<String>, String> {
     let mut words = line.splitn(4, ' ');
     match words.next().unwrap_or_default() {
         "seq" => {
@@ -150,6 +172,12 @@ fn answer(connection: &Connect, domain: &Domain, line: &str) -> Result<Option<St
             let command = words.next().unwrap_or_default();
             let (calls, elapsed) = rate(domain, threads, Duration::from_millis(millis), command)?;
             Ok(Some(format!("ok {calls} {}", elapsed.as_nanos())))
+        }
+        "order" if plain => Err("no event loop, hence no events".into()),
+        "order" => {
+            let count: usize = number(words.next())?;
+            let (stop_first, resume_first) = order(connection, domain, count)?;
+            Ok(Some(format!("ok {stop_first} {resume_first}")))
         }
         "info" => {
             let library = Connect::version().unwrap_or(0);
@@ -236,6 +264,92 @@ fn rate(
     ))
 }
 
+/// STOP and RESUME events seen by `on_monitor_event`, in this process.
+static STOPS: AtomicU64 = AtomicU64::new(0);
+static RESUMES: AtomicU64 = AtomicU64::new(0);
+
+/// libvirt's QMP event callback, on the event loop thread: counts STOP and
+/// RESUME.
+unsafe extern "C" fn on_monitor_event(
+    _connection: virt::sys::virConnectPtr,
+    _domain: virt::sys::virDomainPtr,
+    event: *const c_char,
+    _seconds: c_longlong,
+    _micros: c_uint,
+    _details: *const c_char,
+    _opaque: *mut c_void,
+) {
+    if event.is_null() {
+        return;
+    }
+    // SAFETY: libvirt passes a NUL-terminated name, valid during the call.
+    match unsafe { CStr::from_ptr(event) }.to_bytes() {
+        b"STOP" => STOPS.fetch_add(1, Ordering::SeqCst),
+        b"RESUME" => RESUMES.fetch_add(1, Ordering::SeqCst),
+        _ => 0,
+    };
+}
+
+/// Figure 9's floor: `count` pairs of `stop` and `cont`; for each call,
+/// whether its event's callback had already run when
+/// virDomainQemuMonitorCommand returned. The callback is registered only
+/// for this, so that the other figures' calls are as before.
+fn order(connection: &Connect, domain: &Domain, count: usize) -> Result<(usize, usize), String> {
+    // SAFETY: both pointers come from live wrappers that outlive the
+    // registration; the callback uses no opaque data, so nothing is freed.
+    let id: c_int = unsafe {
+        virt::sys::virConnectDomainQemuMonitorEventRegister(
+            connection.as_ptr(),
+            domain.as_ptr(),
+            std::ptr::null(),
+            Some(on_monitor_event),
+            std::ptr::null_mut(),
+            None,
+            0,
+        )
+    };
+    if id < 0 {
+        return Err(format!(
+            "cannot register a QMP event callback: {}",
+            virt::error::Error::last_error()
+        ));
+    }
+    let result = (|| {
+        let mut first = [0, 0];
+        for _ in 0..count {
+            for (slot, (command, seen)) in [
+                (r#"{"execute":"stop"}"#, &STOPS),
+                (r#"{"execute":"cont"}"#, &RESUMES),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let before = seen.load(Ordering::SeqCst);
+                let reply = domain
+                    .qemu_monitor_command(command, 0)
+                    .map_err(|e| format!("{command}: {}", e.message()))?;
+                check(&reply)?;
+                if seen.load(Ordering::SeqCst) > before {
+                    first[slot] += 1;
+                    continue;
+                }
+                // Late: wait for it, so that it is not taken for the next one's.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while seen.load(Ordering::SeqCst) == before {
+                    if Instant::now() > deadline {
+                        return Err(format!("no event for {command} within 10 s"));
+                    }
+                    thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+        Ok((first[0], first[1]))
+    })();
+    // SAFETY: the connection is live and `id` is its registration.
+    unsafe { virt::sys::virConnectDomainQemuMonitorEventDeregister(connection.as_ptr(), id) };
+    result
+}
+
 /// The driver's handle on a running floor process.
 pub struct Floor {
     child: Child,
@@ -245,8 +359,8 @@ pub struct Floor {
 
 impl Floor {
     /// Starts the floor process and waits until its connection is open.
-    pub fn start(uri: &str, domain: &str, log: &Path) -> Result<Floor, String> {
-        let mut child = floor_command(uri, domain, log)?
+    pub fn start(uri: &str, domain: &str, log: &Path, plain: bool) -> Result<Floor, String> {
+        let mut child = floor_command(uri, domain, log, plain)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -326,6 +440,17 @@ impl Floor {
         Ok(calls / elapsed)
     }
 
+    /// Figure 9: of `count` stop/cont pairs, how often STOP's (RESUME's)
+    /// callback ran before the call returned.
+    pub fn order(&mut self, count: usize) -> Result<(usize, usize), String> {
+        let answer = self.request(&format!("order {count}"))?;
+        let mut numbers = answer.split(' ').map(str::parse::<usize>);
+        match (numbers.next(), numbers.next()) {
+            (Some(Ok(stop)), Some(Ok(resume))) => Ok((stop, resume)),
+            _ => Err(format!("floor: bad answer '{answer}'")),
+        }
+    }
+
     /// libvirt's and QEMU's versions.
     pub fn info(&mut self) -> Result<Info, String> {
         let answer = self.request("info")?;
@@ -387,7 +512,7 @@ fn dotted(version: u64) -> String {
     )
 }
 
-fn floor_command(uri: &str, domain: &str, log: &Path) -> Result<Command, String> {
+fn floor_command(uri: &str, domain: &str, log: &Path, plain: bool) -> Result<Command, String> {
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find the bench's own executable: {e}"))?;
     let log = std::fs::OpenOptions::new()
@@ -399,14 +524,17 @@ fn floor_command(uri: &str, domain: &str, log: &Path) -> Result<Command, String>
     command
         .args(["floor", "--uri", uri, "--domain", domain])
         .stderr(log);
+    if plain {
+        command.arg("--plain");
+    }
     die_with_parent(&mut command);
     Ok(command)
 }
 
 /// One start-up of the floor in a fresh process: the open + lookup +
 /// query-version time measured inside it, and exec to exit, in µs.
-pub fn startup(uri: &str, domain: &str, log: &Path) -> Result<(f64, f64), String> {
-    let mut command = floor_command(uri, domain, log)?;
+pub fn startup(uri: &str, domain: &str, log: &Path, plain: bool) -> Result<(f64, f64), String> {
+    let mut command = floor_command(uri, domain, log, plain)?;
     command
         .arg("--startup")
         .stdin(Stdio::null())

@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! The bench driver behind `make bench` (scripts/bench): the same QMP work
-//! done three ways on one running guest, interleaved in rounds so that a
-//! noisy machine's drift hits all three alike, and reported as one Markdown
+//! done several ways on one running guest, interleaved in rounds so that a
+//! noisy machine's drift hits all alike, and reported as one Markdown
 //! table with each figure's goal shown as met or not.
 //!
-//! (a) the floor: libvirt's monitor-command API called in-process (floor.rs);
+//! (a) the floor: libvirt's monitor-command API called in-process, plain:
+//! no event loop, no keepalive (floor.rs);
+//! (a′) the same with libvirt's event loop and keepalive, as the proxy
+//! sets itself up, in a process of its own;
 //! (b) this proxy, driven over its socket by the load generator (client.rs);
 //! (c) libvirt's original Python tool, driven the same way, where it can
-//! do the measurement at all (it serves one client at a time).
+//! do the measurement at all (it serves one client at a time);
+//! (l) the limit: a stand-in server with no libvirt (standin.rs), driven
+//! like (b), for what the socket and the machine cost alone.
 //!
 //! scripts/bench sets up libvirt and the guest and passes them here:
 //! `cargo bench --bench proxy -- --mode system|embed --uri URI --domain NAME
@@ -18,6 +23,7 @@ mod floor;
 mod huge;
 mod report;
 mod server;
+mod standin;
 mod stats;
 
 use std::collections::BTreeSet;
@@ -43,16 +49,30 @@ Normally run by scripts/bench ('make bench'), which sets up libvirt and the gues
 const FLOOR_STATUS: &str = r#"{"execute":"query-status"}"#;
 const FLOOR_SCHEMA: &str = r#"{"execute":"query-qmp-schema"}"#;
 
-/// The three ways, in table order.
+/// The subjects, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Who {
+    /// (a): the plain libvirt call.
     Floor,
+    /// (a′): the libvirt call with the event loop and keepalive.
+    FloorLoop,
     Proxy,
     Original,
+    /// (l): the stand-in server.
+    Limit,
 }
 
+/// How many subjects there are: the length of every per-subject array.
+pub const SUBJECTS: usize = 5;
+
 impl Who {
-    const ALL: [Who; 3] = [Who::Floor, Who::Proxy, Who::Original];
+    pub const ALL: [Who; SUBJECTS] = [
+        Who::Floor,
+        Who::FloorLoop,
+        Who::Proxy,
+        Who::Original,
+        Who::Limit,
+    ];
 
     pub fn index(self) -> usize {
         self as usize
@@ -88,6 +108,8 @@ pub struct Plan {
     pub memory_time_cap: Duration,
     /// Strings in figure 8's huge command.
     pub huge_strings: usize,
+    /// stop/cont pairs of figure 9, per subject.
+    pub order_tries: usize,
     pub figures: BTreeSet<u32>,
 }
 
@@ -109,7 +131,8 @@ impl Plan {
             original_commands: 10_000,
             memory_time_cap: Duration::from_secs(200),
             huge_strings: 1_000_000,
-            figures: (1..=8).collect(),
+            order_tries: 1000,
+            figures: (1..=9).collect(),
         }
     }
 
@@ -127,6 +150,7 @@ impl Plan {
             original_commands: 1000,
             memory_time_cap: Duration::from_secs(40),
             huge_strings: 100_000,
+            order_tries: 40,
             ..Plan::full()
         }
     }
@@ -163,6 +187,7 @@ impl Bed {
         match kind {
             Kind::Proxy => Some(&self.proxy),
             Kind::Original => self.original.as_ref(),
+            Kind::StandIn => None,
         }
     }
 
@@ -170,9 +195,30 @@ impl Bed {
         let program = self
             .program(kind)
             .ok_or("the original tool cannot run here")?;
+        self.start_program(program, kind)
+    }
+
+    /// Starts the stand-in, answering lines of `reply_bytes`.
+    fn start_standin(&self, reply_bytes: usize) -> Result<Server, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the bench's own executable: {e}"))?;
+        let program = Program {
+            kind: Kind::StandIn,
+            argv: vec![
+                exe.to_string_lossy().into_owned(),
+                "standin".into(),
+                "--reply-bytes".into(),
+                reply_bytes.to_string(),
+            ],
+        };
+        Ok(self.start_program(&program, Kind::StandIn)?.0)
+    }
+
+    fn start_program(&self, program: &Program, kind: Kind) -> Result<(Server, Duration), String> {
         let tag = match kind {
             Kind::Proxy => "proxy",
             Kind::Original => "original",
+            Kind::StandIn => "standin",
         };
         Server::start(
             program,
@@ -184,50 +230,86 @@ impl Bed {
     }
 }
 
-/// The three subjects as the rounds use them. With a daemon they stay up
-/// for the whole run; with the embedded driver only one may hold the
-/// guest, so each is started for its turn and stopped after it.
+/// The subjects as the rounds use them. With a daemon they stay up for
+/// the whole run; with the embedded driver only one may hold the guest, so
+/// each is started for its turn and stopped after it. The stand-in holds
+/// no guest and stays up.
 struct Lineup<'a> {
     bed: &'a Bed,
-    floor: Option<Floor>,
+    /// (a) and (a′), by `floor_slot`.
+    floors: [Option<Floor>; 2],
     proxy: Option<Server>,
     original: Option<Server>,
+    standin: Option<Server>,
+    /// The size of (b)'s query-status reply, which the stand-in answers
+    /// with; measured when (b) first starts.
+    reply_bytes: Option<usize>,
+}
+
+/// A floor's slot in `Lineup::floors`, and whether it is the plain one.
+fn floor_slot(who: Who) -> (usize, bool) {
+    match who {
+        Who::Floor => (0, true),
+        _ => (1, false),
+    }
 }
 
 impl<'a> Lineup<'a> {
     fn new(bed: &'a Bed) -> Lineup<'a> {
         Lineup {
             bed,
-            floor: None,
+            floors: [None, None],
             proxy: None,
             original: None,
+            standin: None,
+            reply_bytes: None,
         }
     }
 
-    fn floor(&mut self) -> Result<&mut Floor, String> {
-        if self.floor.is_none() {
+    /// The floor process of (a) or (a′), started when missing.
+    fn floor(&mut self, who: Who) -> Result<&mut Floor, String> {
+        let (slot, plain) = floor_slot(who);
+        if self.floors[slot].is_none() {
+            let tag = if plain { "floor-plain" } else { "floor" };
             let mut floor = Floor::start(
                 &self.bed.uri,
                 &self.bed.domain,
-                &self.bed.path("floor", "log"),
+                &self.bed.path(tag, "log"),
+                plain,
             )?;
             floor.seq(FLOOR_STATUS, 10)?;
-            self.floor = Some(floor);
+            self.floors[slot] = Some(floor);
         }
-        Ok(self.floor.as_mut().expect("started"))
+        Ok(self.floors[slot].as_mut().expect("started"))
     }
 
     fn server(&mut self, kind: Kind) -> Result<&Server, String> {
         let bed = self.bed;
+        if kind == Kind::StandIn && self.standin.is_none() {
+            let reply_bytes = match self.reply_bytes {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = self.server(Kind::Proxy)?.client()?.call(QUERY_STATUS)?;
+                    self.release();
+                    bytes
+                }
+            };
+            self.standin = Some(bed.start_standin(reply_bytes)?);
+        }
         let slot = match kind {
             Kind::Proxy => &mut self.proxy,
             Kind::Original => &mut self.original,
+            Kind::StandIn => &mut self.standin,
         };
         if slot.is_none() {
             let (server, _) = bed.start_server(kind)?;
             let mut client = server.client()?;
+            let mut bytes = 0;
             for _ in 0..10 {
-                client.call(QUERY_STATUS)?;
+                bytes = client.call(QUERY_STATUS)?;
+            }
+            if kind == Kind::Proxy {
+                self.reply_bytes = Some(bytes);
             }
             *slot = Some(server);
         }
@@ -241,9 +323,12 @@ impl<'a> Lineup<'a> {
         }
     }
 
+    /// Stops every subject holding the guest; the stand-in stays.
     fn stop_all(&mut self) {
-        if let Some(floor) = self.floor.take() {
-            floor.stop();
+        for floor in &mut self.floors {
+            if let Some(floor) = floor.take() {
+                floor.stop();
+            }
         }
         self.proxy = None;
         self.original = None;
@@ -253,19 +338,27 @@ impl<'a> Lineup<'a> {
 fn kind_of(who: Who) -> Kind {
     match who {
         Who::Proxy => Kind::Proxy,
+        Who::Limit => Kind::StandIn,
         _ => Kind::Original,
     }
+}
+
+fn is_floor(who: Who) -> bool {
+    matches!(who, Who::Floor | Who::FloorLoop)
 }
 
 /// Everything measured; report.rs turns it into the table.
 #[derive(Default)]
 pub struct Results {
-    /// Figure 1: µs per query-status, every call, per subject.
-    pub seq: [Vec<f64>; 3],
+    /// Figure 1: µs per query-status, every call, per subject ((l): the
+    /// stand-in's reply-sized line).
+    pub seq: [Vec<f64>; SUBJECTS],
+    /// The size of (b)'s query-status reply, CRLF included.
+    pub status_bytes: usize,
     /// Figure 2: calls/s per round, per subject, for each client count.
-    pub rates: Vec<(usize, [Vec<f64>; 3])>,
+    pub rates: Vec<(usize, [Vec<f64>; SUBJECTS])>,
     /// Figure 3: µs per query-qmp-schema, and the reply's size.
-    pub schema: [Vec<f64>; 3],
+    pub schema: [Vec<f64>; SUBJECTS],
     pub schema_bytes: usize,
     /// Figure 4: per subject, per client count, each STOP's delivery.
     pub fanout: Vec<(Who, usize, Vec<Delivery>)>,
@@ -273,19 +366,32 @@ pub struct Results {
     pub memory: Memory,
     /// Figure 8: the huge command's size, and QEMU's and (b)'s peaks.
     pub huge: Option<huge::Huge>,
-    /// Figure 6: ms; the floor's in-process time and exec-to-exit.
-    pub startup: [Vec<f64>; 3],
-    pub startup_floor_exec: Vec<f64>,
+    /// Figure 6, ms: exec to exit for the floors, exec to greeting for
+    /// the servers; and the floors' open + lookup + query-version inside.
+    pub startup: [Vec<f64>; SUBJECTS],
+    pub startup_inside: [Vec<f64>; 2],
+    /// Figure 9: per subject, stop/cont pairs tried and how often STOP
+    /// (RESUME) came before the reply.
+    pub order: [Order; SUBJECTS],
     /// /proc/loadavg's 1-minute figure at the start and at the end.
     pub load: (String, String),
     /// Why a subject's measurement is missing, by (figure, subject).
     pub skipped: Vec<(u32, Who, String)>,
 }
 
+/// Figure 9's counts for one subject.
+#[derive(Default, Clone, Copy)]
+pub struct Order {
+    pub tries: usize,
+    pub stop_first: usize,
+    pub resume_first: usize,
+}
+
 /// Private memory in bytes and thread counts.
 #[derive(Default)]
 pub struct Memory {
-    pub floor_idle: Option<u64>,
+    /// (a) and (a′), idle.
+    pub floor_idle: [Option<u64>; 2],
     pub proxy_idle: Option<u64>,
     pub proxy_clients: Option<u64>,
     /// Private bytes and the commands done when read.
@@ -300,8 +406,10 @@ pub struct Memory {
 
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("floor") {
-        floor_subcommand(args.skip(1));
+    match args.peek().map(String::as_str) {
+        Some("floor") => floor_subcommand(args.skip(1)),
+        Some("standin") => standin::child_main(args.skip(1)),
+        _ => {}
     }
     if !std::env::args().any(|arg| arg == "--mode" || arg.starts_with("--mode=")) {
         // Plain `cargo bench` or `cargo test --benches`: no guest to use.
@@ -324,17 +432,19 @@ fn main() {
 }
 
 fn floor_subcommand(args: impl Iterator<Item = String>) -> ! {
-    let (mut uri, mut domain, mut startup) = (String::new(), String::new(), false);
+    let (mut uri, mut domain) = (String::new(), String::new());
+    let (mut startup, mut plain) = (false, false);
     let mut args = args;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--uri" => uri = args.next().unwrap_or_default(),
             "--domain" => domain = args.next().unwrap_or_default(),
             "--startup" => startup = true,
+            "--plain" => plain = true,
             _ => {}
         }
     }
-    floor::child_main(&uri, &domain, startup)
+    floor::child_main(&uri, &domain, startup, plain)
 }
 
 fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(Bed, Plan), String> {
@@ -453,22 +563,34 @@ fn run(bed: &Bed, plan: &Plan) -> Result<(), String> {
         ..Results::default()
     };
     let mut lineup = Lineup::new(bed);
-    let info = lineup.floor()?.info()?;
-    if let Some(floor) = &lineup.floor {
-        results.memory.floor_idle = stats::private_bytes(floor.pid()).ok();
+    let info = lineup.floor(Who::FloorLoop)?.info()?;
+    for who in [Who::Floor, Who::FloorLoop] {
+        if usable(bed, who) {
+            let pid = lineup.floor(who)?.pid();
+            results.memory.floor_idle[floor_slot(who).0] = stats::private_bytes(pid).ok();
+        }
+        lineup.release();
     }
-    lineup.release();
     if let Some(reason) = &bed.original_missing {
-        for figure in 1..=8 {
+        for figure in 1..=9 {
             results
                 .skipped
                 .push((figure, Who::Original, reason.clone()));
         }
     }
+    if bed.mode == Mode::Embed {
+        for figure in 1..=9 {
+            results
+                .skipped
+                .push((figure, Who::Floor, PLAIN_EMBED.to_owned()));
+        }
+    }
 
     let outcome = measure(bed, plan, &mut lineup, &mut results);
     lineup.stop_all();
+    lineup.standin = None;
     outcome?;
+    results.status_bytes = lineup.reply_bytes.unwrap_or(0);
     results.load.1 = load_average();
 
     let table = report::render(bed, plan, &info, &results, begun.elapsed());
@@ -490,8 +612,16 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-fn original_usable(bed: &Bed, who: Who) -> bool {
-    who != Who::Original || bed.original.is_some()
+/// Why the plain floor does not run with the embedded driver.
+const PLAIN_EMBED: &str = "the embedded driver needs an event loop";
+
+/// Whether `who` can run here at all.
+fn usable(bed: &Bed, who: Who) -> bool {
+    match who {
+        Who::Original => bed.original.is_some(),
+        Who::Floor => bed.mode == Mode::System,
+        _ => true,
+    }
 }
 
 fn measure(
@@ -509,11 +639,17 @@ fn measure(
         let started = Instant::now();
         // A different subject goes first in each round.
         let mut order = Who::ALL;
-        order.rotate_left(round % 3);
-        let order: Vec<Who> = order
-            .into_iter()
-            .filter(|&who| original_usable(bed, who))
-            .collect();
+        order.rotate_left(round % SUBJECTS);
+        let order: Vec<Who> = order.into_iter().filter(|&who| usable(bed, who)).collect();
+        // Who does which figure: no socket, no events for the floors; no
+        // guest behind the stand-in; no events without a loop.
+        let only = |wanted: &[Who]| -> Vec<Who> {
+            order
+                .iter()
+                .copied()
+                .filter(|who| wanted.contains(who))
+                .collect()
+        };
 
         if plan.figures.contains(&1) {
             let share = plan.share(plan.seq_calls);
@@ -527,8 +663,9 @@ fn measure(
             )?;
         }
         if plan.figures.contains(&2) {
+            let subjects = only(&[Who::Floor, Who::FloorLoop, Who::Proxy, Who::Original]);
             for (slot, &clients) in plan.concurrency.iter().enumerate() {
-                for &who in &order {
+                for &who in &subjects {
                     if who == Who::Original && clients > 1 {
                         continue;
                     }
@@ -540,14 +677,18 @@ fn measure(
         }
         if plan.figures.contains(&3) {
             let share = plan.share(plan.schema_calls);
-            results.schema_bytes =
-                sequential(lineup, &order, share, 1, Work::Schema, &mut results.schema)?;
+            let subjects = only(&[Who::Floor, Who::FloorLoop, Who::Proxy, Who::Original]);
+            results.schema_bytes = sequential(
+                lineup,
+                &subjects,
+                share,
+                1,
+                Work::Schema,
+                &mut results.schema,
+            )?;
         }
         if plan.figures.contains(&4) {
-            for &who in &order {
-                if who == Who::Floor {
-                    continue;
-                }
+            for who in only(&[Who::Proxy, Who::Original, Who::Limit]) {
                 for clients in [1, plan.fanout_clients] {
                     if who == Who::Original && clients > 1 {
                         continue;
@@ -565,6 +706,21 @@ fn measure(
                         None => results.fanout.push((who, clients, deliveries)),
                     }
                 }
+                lineup.release();
+            }
+        }
+        if plan.figures.contains(&9) {
+            let tries = plan.share(plan.order_tries);
+            for who in only(&[Who::FloorLoop, Who::Proxy, Who::Original]) {
+                let (stop_first, resume_first) = if is_floor(who) {
+                    lineup.floor(who)?.order(tries)?
+                } else {
+                    client::order(&mut lineup.server(kind_of(who))?.client()?, tries)?
+                };
+                let counts = &mut results.order[who.index()];
+                counts.tries += tries;
+                counts.stop_first += stop_first;
+                counts.resume_first += resume_first;
                 lineup.release();
             }
         }
@@ -630,7 +786,7 @@ fn sequential(
     count: usize,
     block: usize,
     work: Work,
-    samples: &mut [Vec<f64>; 3],
+    samples: &mut [Vec<f64>; SUBJECTS],
 ) -> Result<usize, String> {
     let (floor_command, command) = match work {
         Work::Status => (FLOOR_STATUS, QUERY_STATUS),
@@ -646,7 +802,7 @@ fn sequential(
     if lineup.bed.mode == Mode::System {
         for &who in order {
             clients.push(match who {
-                Who::Floor => None,
+                _ if is_floor(who) => None,
                 _ => Some(lineup.server(kind_of(who))?.client()?),
             });
         }
@@ -655,8 +811,8 @@ fn sequential(
     while left > 0 {
         let turn = block.min(left);
         for (position, &who) in order.iter().enumerate() {
-            if who == Who::Floor {
-                let (times, _) = lineup.floor()?.seq(floor_command, turn)?;
+            if is_floor(who) {
+                let (times, _) = lineup.floor(who)?.seq(floor_command, turn)?;
                 samples[who.index()].extend(times);
             } else {
                 let mut own = None;
@@ -687,8 +843,8 @@ fn connect_many(server: &Server, count: usize) -> Result<Vec<Client>, String> {
 
 /// Calls/s with `clients` concurrent clients for `window`.
 fn rate(lineup: &mut Lineup, who: Who, clients: usize, window: Duration) -> Result<f64, String> {
-    if who == Who::Floor {
-        return lineup.floor()?.rate(clients, window, FLOOR_STATUS);
+    if is_floor(who) {
+        return lineup.floor(who)?.rate(clients, window, FLOOR_STATUS);
     }
     let connected = connect_many(lineup.server(kind_of(who))?, clients)?;
     let (calls, elapsed) = drive(connected, window, None)?;
@@ -757,26 +913,33 @@ fn drive(
     Ok((calls, last_end.saturating_duration_since(begun)))
 }
 
-/// Figure 6: exec to accepting for (b) and (c), open + lookup +
-/// query-version for (a), each in a fresh process, interleaved.
+/// Figure 6: exec to accepting for (b) and (c); for (a) and (a′), exec
+/// to exit of a process doing open + lookup + query-version, so that both
+/// sides pay the dynamic loader. Each in a fresh process, interleaved.
 fn startup(bed: &Bed, plan: &Plan, results: &mut Results) -> Result<(), String> {
     for run in 0..plan.startup_runs {
         let mut order = Who::ALL;
-        order.rotate_left(run % 3);
+        order.rotate_left(run % SUBJECTS);
         for who in order {
             match who {
-                Who::Floor => {
-                    let (inside, whole) =
-                        floor::startup(&bed.uri, &bed.domain, &bed.path("floor-startup", "log"))?;
-                    results.startup[0].push(inside / 1e3);
-                    results.startup_floor_exec.push(whole / 1e3);
+                Who::Limit => {}
+                _ if !usable(bed, who) => {}
+                _ if is_floor(who) => {
+                    let (slot, plain) = floor_slot(who);
+                    let (inside, whole) = floor::startup(
+                        &bed.uri,
+                        &bed.domain,
+                        &bed.path("floor-startup", "log"),
+                        plain,
+                    )?;
+                    results.startup[who.index()].push(whole / 1e3);
+                    results.startup_inside[slot].push(inside / 1e3);
                 }
-                _ if original_usable(bed, who) => {
+                _ => {
                     let (mut server, took) = bed.start_server(kind_of(who))?;
                     server.stop();
                     results.startup[who.index()].push(took.as_secs_f64() * 1e3);
                 }
-                _ => {}
             }
         }
     }

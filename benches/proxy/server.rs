@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The QMP servers under test as child processes: (b) this proxy and (c)
-//! libvirt's original Python tool, both started as `PROGRAM -c URI DOMAIN
-//! SOCKET`. Started means accepting: the bench connects and reads the
+//! The QMP servers under test as child processes: (b) this proxy, (c)
+//! libvirt's original Python tool and (l) the bench's stand-in
+//! (standin.rs), all started as `PROGRAM -c URI DOMAIN SOCKET`. Started means accepting: the bench connects and reads the
 //! greeting, which also gives the start-up time (exec to greeting).
 //!
 //! Children get SIGTERM when the driver dies, and their output goes to a
@@ -26,6 +26,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum Kind {
     Proxy,
     Original,
+    StandIn,
 }
 
 /// How to run a server.

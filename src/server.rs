@@ -457,7 +457,6 @@ pub fn serve_all(
         greeting: Arc::from(greeting),
         registry: Arc::clone(&registry),
         threads: Arc::new(Threads::default()),
-        next_client: AtomicU64::new(0),
         max_clients: options.max_clients,
         woken,
     };
@@ -523,6 +522,10 @@ fn watch_idle(
     Ok(())
 }
 
+/// Client numbers, for the whole process: with --wait they go on counting
+/// across guests, so that an audit line names one connection.
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
+
 /// What every accept loop shares.
 struct Server {
     monitor: Arc<dyn Monitor>,
@@ -530,7 +533,6 @@ struct Server {
     greeting: Arc<str>,
     registry: Arc<Registry>,
     threads: Arc<Threads>,
-    next_client: AtomicU64,
     max_clients: usize,
     /// Readable once serving stops.
     woken: UnixStream,
@@ -555,7 +557,7 @@ impl Server {
             }
             match endpoint.listener.accept() {
                 Ok((stream, _)) => {
-                    let client = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
+                    let client = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed) + 1;
                     if let Err(e) = self.start_client(client, index, endpoint, stream) {
                         warn!("client {client}: {e}");
                     }

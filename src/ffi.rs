@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr, CString};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -248,7 +248,7 @@ pub struct SocketInfo {
 }
 
 /// An integer option of the socket `fd`.
-fn socket_option(fd: std::os::fd::RawFd, option: c_int) -> io::Result<c_int> {
+fn socket_option(fd: RawFd, option: c_int) -> io::Result<c_int> {
     let mut value: c_int = 0;
     let mut length = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: `value` has room for `length` bytes and both outlive the call;
@@ -267,7 +267,7 @@ fn socket_option(fd: std::os::fd::RawFd, option: c_int) -> io::Result<c_int> {
 
 /// Looks at descriptor `fd` without taking it: EBADF when it is not open,
 /// ENOTSOCK when it is not a socket.
-pub fn socket_info(fd: std::os::fd::RawFd) -> io::Result<SocketInfo> {
+pub fn socket_info(fd: RawFd) -> io::Result<SocketInfo> {
     // SAFETY: a zeroed sockaddr_un is a valid value (family 0, empty path).
     let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -313,7 +313,7 @@ pub fn socket_info(fd: std::os::fd::RawFd) -> io::Result<SocketInfo> {
 /// process (sd_listen_fds(3)) and sets close-on-exec on them. Only once per
 /// process, so that no descriptor ever has two owners; none is taken unless
 /// all are open.
-pub fn take_passed(fds: &[std::os::fd::RawFd]) -> io::Result<Vec<OwnedFd>> {
+pub fn take_passed(fds: &[RawFd]) -> io::Result<Vec<OwnedFd>> {
     static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let mut sorted = fds.to_vec();
     sorted.sort_unstable();
@@ -753,30 +753,84 @@ pub fn monitor_command_with_files(
     Ok((text, returned))
 }
 
-/// Waits until one of `entries` has one of its `events`, for at most
-/// `limit` (None: for ever), and fills in their `revents`; returns how many
-/// have some. A signal ends the wait early with `Interrupted`.
-pub fn poll(entries: &mut [libc::pollfd], limit: Option<Duration>) -> io::Result<usize> {
-    let timeout = limit.map(|limit| libc::timespec {
-        tv_sec: libc::time_t::try_from(limit.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: limit.subsec_nanos() as _,
-    });
-    let timeout = timeout
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `entries` is a valid array of `entries.len()` pollfd structs
-    // and `timeout` NULL or a valid timespec, both for the whole call. The
-    // descriptors are plain numbers to the kernel: one that is not open
-    // gets POLLNVAL, no memory is touched through it.
-    let ready = unsafe {
-        libc::ppoll(
-            entries.as_mut_ptr(),
-            entries.len() as libc::nfds_t,
-            timeout,
-            std::ptr::null(),
-        )
-    };
-    check(ready).map(|ready| ready as usize)
+/// An epoll(7) instance: unlike poll(2), what it watches can change while
+/// another thread waits on it, and the wait sees the change.
+pub struct Epoll(OwnedFd);
+
+/// What an `Epoll` reported ready: the data given with the descriptor, and
+/// EPOLL* bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub data: u64,
+    pub events: u32,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointer is passed; a new descriptor is returned or -1.
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: epoll_create1 just returned this descriptor, owned by no one else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for `events` (EPOLL* bits, level-triggered), reported
+    /// with `data`; `added` says whether it is watched already. The
+    /// descriptor is a plain number here: the caller keeps it open.
+    pub fn watch(&self, fd: RawFd, events: u32, data: u64, added: bool) -> io::Result<()> {
+        let operation = if added {
+            libc::EPOLL_CTL_MOD
+        } else {
+            libc::EPOLL_CTL_ADD
+        };
+        let mut event = libc::epoll_event { events, u64: data };
+        // SAFETY: `event` is a valid epoll_event for the whole call; the
+        // kernel copies it.
+        check(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), operation, fd, &mut event) }).map(drop)
+    }
+
+    /// Stops watching `fd`.
+    pub fn forget(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: EPOLL_CTL_DEL ignores the event pointer (NULL is allowed
+        // since Linux 2.6.9).
+        check(unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        })
+        .map(drop)
+    }
+
+    /// Waits until something watched is ready, for at most `limit` (None:
+    /// for ever; rounded up to whole milliseconds, so that a wait never
+    /// ends before it), and replaces `ready` with what is. A signal ends
+    /// the wait early with `Interrupted`.
+    pub fn wait(&self, ready: &mut Vec<Ready>, limit: Option<Duration>) -> io::Result<()> {
+        const MOST: usize = 64;
+        let timeout = limit.map_or(-1, |limit| {
+            let ms = limit.as_nanos().div_ceil(1_000_000);
+            c_int::try_from(ms).unwrap_or(c_int::MAX)
+        });
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MOST];
+        // SAFETY: `events` has room for MOST entries, the most the kernel
+        // is told it may write, for the whole call.
+        let count = check(unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                MOST as c_int,
+                timeout,
+            )
+        })?;
+        ready.clear();
+        ready.extend(events[..count as usize].iter().map(|event| Ready {
+            data: event.u64,
+            events: event.events,
+        }));
+        Ok(())
+    }
 }
 
 /// A handle callback libvirt gave to its event loop, with its opaque data;
@@ -1101,6 +1155,74 @@ const fn control_words(files: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoll_sees_a_watch_added_while_another_thread_waits() {
+        let epoll = std::sync::Arc::new(Epoll::new().unwrap());
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        writer.write_all(b"x").unwrap();
+        let waiter = {
+            let epoll = std::sync::Arc::clone(&epoll);
+            std::thread::spawn(move || {
+                let mut ready = Vec::new();
+                epoll
+                    .wait(&mut ready, Some(Duration::from_secs(10)))
+                    .unwrap();
+                ready
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let events = libc::EPOLLIN as u32;
+        epoll.watch(reader.as_raw_fd(), events, 7, false).unwrap();
+        let ready = waiter.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(ready, vec![Ready { data: 7, events }]);
+    }
+
+    #[test]
+    fn epoll_changes_and_forgets_watches() {
+        let epoll = Epoll::new().unwrap();
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        let mut ready = vec![Ready { data: 1, events: 1 }];
+        let (readable, writable) = (libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+        epoll.watch(reader.as_raw_fd(), readable, 3, false).unwrap();
+        epoll.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ready, vec![]);
+        epoll.watch(reader.as_raw_fd(), writable, 4, true).unwrap();
+        epoll.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            ready,
+            vec![Ready {
+                data: 4,
+                events: writable
+            }]
+        );
+        // Twice: epoll takes a descriptor once.
+        let again = epoll.watch(reader.as_raw_fd(), readable, 5, false);
+        assert_eq!(again.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+        epoll.forget(reader.as_raw_fd()).unwrap();
+        writer.write_all(b"x").unwrap();
+        epoll.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ready, vec![]);
+        assert!(epoll.forget(reader.as_raw_fd()).is_err());
+    }
+
+    #[test]
+    fn epoll_waits_at_least_its_limit_and_refuses_regular_files() {
+        let epoll = Epoll::new().unwrap();
+        let mut ready = Vec::new();
+        let started = std::time::Instant::now();
+        epoll
+            .wait(&mut ready, Some(Duration::from_micros(1500)))
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_micros(1500));
+        assert_eq!(ready, vec![]);
+        // The event loop counts on EPERM to tell a regular file.
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let refused = epoll.watch(file.as_raw_fd(), libc::EPOLLIN as u32, 1, false);
+        assert_eq!(refused.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    }
 
     #[test]
     fn peer_credentials_name_our_process() {

@@ -47,6 +47,8 @@ Normally run by scripts/bench ('make bench'), which sets up libvirt and the gues
 
 /// The floor's commands: libvirt refuses a command with an id.
 const FLOOR_STATUS: &str = r#"{"execute":"query-status"}"#;
+/// What the stand-in answers with a reply-sized line: the bare hop.
+const HOP: &[u8] = b"{\"execute\":\"x-hop\",\"id\":1}\r\n";
 const FLOOR_SCHEMA: &str = r#"{"execute":"query-qmp-schema"}"#;
 
 /// The subjects, in table order.
@@ -202,14 +204,19 @@ impl Bed {
     fn start_standin(&self, reply_bytes: usize) -> Result<Server, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find the bench's own executable: {e}"))?;
+        let mut argv = vec![
+            exe.to_string_lossy().into_owned(),
+            "standin".into(),
+            "--reply-bytes".into(),
+            reply_bytes.to_string(),
+        ];
+        // With the embedded driver only one process may hold the guest.
+        if self.mode == Mode::System {
+            argv.push("--relay".into());
+        }
         let program = Program {
             kind: Kind::StandIn,
-            argv: vec![
-                exe.to_string_lossy().into_owned(),
-                "standin".into(),
-                "--reply-bytes".into(),
-                reply_bytes.to_string(),
-            ],
+            argv,
         };
         Ok(self.start_program(&program, Kind::StandIn)?.0)
     }
@@ -353,6 +360,9 @@ pub struct Results {
     /// Figure 1: µs per query-status, every call, per subject ((l): the
     /// stand-in's reply-sized line).
     pub seq: [Vec<f64>; SUBJECTS],
+    /// Figure 1: µs per query-status relayed by the stand-in through the
+    /// plain call (with a daemon only).
+    pub relay: Vec<f64>,
     /// The size of (b)'s query-status reply, CRLF included.
     pub status_bytes: usize,
     /// Figure 2: calls/s per round, per subject, for each client count.
@@ -660,6 +670,7 @@ fn measure(
                 plan.seq_block,
                 Work::Status,
                 &mut results.seq,
+                &mut results.relay,
             )?;
         }
         if plan.figures.contains(&2) {
@@ -685,6 +696,7 @@ fn measure(
                 1,
                 Work::Schema,
                 &mut results.schema,
+                &mut Vec::new(),
             )?;
         }
         if plan.figures.contains(&4) {
@@ -768,7 +780,7 @@ impl Lineup<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Work {
     Status,
     Schema,
@@ -787,6 +799,7 @@ fn sequential(
     block: usize,
     work: Work,
     samples: &mut [Vec<f64>; SUBJECTS],
+    relayed: &mut Vec<f64>,
 ) -> Result<usize, String> {
     let (floor_command, command) = match work {
         Work::Status => (FLOOR_STATUS, QUERY_STATUS),
@@ -820,6 +833,11 @@ fn sequential(
                     Some(client) => client,
                     None => own.insert(lineup.server(kind_of(who))?.client()?),
                 };
+                // The stand-in's hop is any other command; with a daemon it
+                // relays query-status, in a turn of its own.
+                let relays =
+                    who == Who::Limit && work == Work::Status && lineup.bed.mode == Mode::System;
+                let command = if who == Who::Limit { HOP } else { command };
                 for _ in 0..turn {
                     let begun = Instant::now();
                     let size = client.call(command)?;
@@ -827,6 +845,11 @@ fn sequential(
                     if who == Who::Proxy {
                         bytes = size;
                     }
+                }
+                for _ in 0..if relays { turn } else { 0 } {
+                    let begun = Instant::now();
+                    client.call(QUERY_STATUS)?;
+                    relayed.push(micros(begun.elapsed()));
                 }
             }
             lineup.release();

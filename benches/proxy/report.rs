@@ -97,6 +97,20 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
             }),
             goal: None,
         });
+        if let Some(relay) = nonempty(&results.relay) {
+            let (m, p) = (median(relay), percentile(relay, 99.0));
+            let over =
+                medians[floor].map_or(String::new(), |a| format!("; {:+.0} over (a)", m - a));
+            rows.push(Row {
+                figure: 1,
+                what: "relay: the same client's query-status passed on by the stand-in, one thread per client making (a)'s plain call for each line (the hop in front of a plain call: the least a proxy can add): median / p99 µs".into(),
+                cells: Who::ALL.map(|who| match who {
+                    Who::Limit => format!("{m:.0} / {p:.0}{over}"),
+                    _ => DASH.to_owned(),
+                }),
+                goal: None,
+            });
+        }
         let added = |who: Who| match (medians[who.index()], medians[floor]) {
             (Some(m), Some(a)) => Some(m - a),
             _ => None,
@@ -711,8 +725,9 @@ fn header(
     }
     let _ = writeln!(
         out,
-        "- (l) limit: a stand-in server of the bench's, no libvirt behind it, one thread per client reading as (b) has, \
-         driven like (b): it answers each line with a line the size of (b)'s query-status reply (figure 1's bare socket hop) \
+        "- (l) limit: a stand-in server of the bench's, one thread per client reading as (b) has, \
+         driven like (b): it answers each line with a line the size of (b)'s query-status reply (figure 1's bare socket hop), \
+         with a daemon passes query-status on through (a)'s plain call (figure 1's relay) \
          and, for `stop` and `cont`, writes STOP or RESUME to every client from the caller's thread (figure 4's broadcaster)"
     );
     let _ = writeln!(

@@ -229,11 +229,20 @@ impl Client {
 }
 
 /// Figure 9: `tries` pairs of `stop` and `cont`; returns how often STOP
-/// came before stop's reply and RESUME before cont's. A late event is
-/// waited for, so that it is not taken for the next command's.
+/// came before stop's reply and RESUME before cont's.
 pub fn order(client: &mut Client, tries: usize) -> Result<(usize, usize), String> {
-    let mut first = [0, 0];
+    let seen = order_each(client, tries)?;
+    let count = |slot: usize| seen.iter().filter(|tried| tried[slot]).count();
+    Ok((count(0), count(1)))
+}
+
+/// `tries` pairs of `stop` and `cont`; returns for each whether STOP came
+/// before stop's reply and RESUME before cont's. A late event is waited
+/// for, so that it is not taken for the next command's.
+pub fn order_each(client: &mut Client, tries: usize) -> Result<Vec<[bool; 2]>, String> {
+    let mut outcomes = Vec::with_capacity(tries);
     for _ in 0..tries {
+        let mut first = [false, false];
         for (slot, (command, event)) in [(STOP, &b"\"STOP\""[..]), (CONT, &b"\"RESUME\""[..])]
             .into_iter()
             .enumerate()
@@ -248,9 +257,7 @@ pub fn order(client: &mut Client, tries: usize) -> Result<(usize, usize), String
                 match kind(line) {
                     Kind::Event if contains(line, event) => {
                         seen = true;
-                        if !replied {
-                            first[slot] += 1;
-                        }
+                        first[slot] = !replied;
                     }
                     Kind::Event => {}
                     Kind::Return => replied = true,
@@ -261,8 +268,9 @@ pub fn order(client: &mut Client, tries: usize) -> Result<(usize, usize), String
                 }
             }
         }
+        outcomes.push(first);
     }
-    Ok((first[0], first[1]))
+    Ok(outcomes)
 }
 
 /// One STOP as the clients saw it.

@@ -25,6 +25,7 @@ mod report;
 mod server;
 mod standin;
 mod stats;
+mod wire;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -383,6 +384,8 @@ pub struct Results {
     /// Figure 9: per subject, stop/cont pairs tried and how often STOP
     /// (RESUME) came before the reply.
     pub order: [Order; SUBJECTS],
+    /// Figure 9's traced run of (b), with a daemon only.
+    pub traced: Option<Result<wire::Traced, String>>,
     /// /proc/loadavg's 1-minute figure at the start and at the end.
     pub load: (String, String),
     /// Why a subject's measurement is missing, by (figure, subject).
@@ -743,6 +746,10 @@ fn measure(
             started.elapsed().as_secs_f64()
         ));
     }
+    if plan.figures.contains(&9) && bed.mode == Mode::System {
+        results.traced = Some(traced_order(bed, plan.order_tries));
+        progress("figure 9's traced run done");
+    }
     if plan.figures.contains(&6) {
         lineup.stop_all_if_embedded();
         startup(bed, plan, results)?;
@@ -857,6 +864,25 @@ fn sequential(
         left -= turn;
     }
     Ok(bytes)
+}
+
+/// Figure 9's traced run (wire.rs): `tries` through a proxy of its own
+/// with libvirt's client log of received messages on.
+fn traced_order(bed: &Bed, tries: usize) -> Result<wire::Traced, String> {
+    let log = bed.path("wire", "log");
+    let mut argv = vec!["env".to_owned()];
+    argv.extend(wire::environment(&log));
+    argv.extend(bed.proxy.argv.iter().cloned());
+    let program = Program {
+        kind: Kind::Proxy,
+        argv,
+    };
+    let (server, _) = bed.start_program(&program, Kind::Proxy)?;
+    let seen = client::order_each(&mut server.client()?, tries)?;
+    drop(server);
+    let text = fs::read_to_string(&log)
+        .map_err(|e| format!("cannot read libvirt's log {}: {e}", log.display()))?;
+    wire::compare(&text, &seen)
 }
 
 /// Connects `count` negotiated clients.

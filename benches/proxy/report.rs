@@ -289,11 +289,46 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
                         _ => format!("{} of {}", first(o), o.tries),
                     }
                 }),
-                goal: Some(Goal {
-                    text: "(b) every try, where the wire order allows it".into(),
-                    met: (proxy.tries > 0).then(|| first(&proxy) == proxy.tries),
-                }),
+                goal: None,
             });
+        }
+        if let Some(traced) = &results.traced {
+            for (slot, (event, command)) in [("STOP", "stop"), ("RESUME", "cont")]
+                .into_iter()
+                .enumerate()
+            {
+                let (text, met) = match traced {
+                    Ok(t) => (
+                        format!(
+                            "{} of {} (the wire had {event} after the reply in the other {}{})",
+                            t.delivered_first[slot],
+                            t.wire_first[slot],
+                            t.tries - t.wire_first[slot],
+                            match t.ahead_of_wire[slot] {
+                                0 => String::new(),
+                                n => format!("; {n} delivered first nonetheless"),
+                            }
+                        ),
+                        Some(t.delivered_first[slot] == t.wire_first[slot]),
+                    ),
+                    Err(why) => (format!("not run: {why}"), None),
+                };
+                rows.push(Row {
+                    figure: 9,
+                    what: format!(
+                        "traced run: {event} before `{command}`'s reply, of the tries where libvirt's client received {event} first ({} tries through a proxy of their own with libvirt's log of received messages on: rpc.netclient's RPC_CLIENT_MSG_RX)",
+                        traced.as_ref().map_or(0, |t| t.tries)
+                    ),
+                    cells: Who::ALL.map(|who| match who {
+                        Who::Proxy => text.clone(),
+                        _ => DASH.to_owned(),
+                    }),
+                    goal: Some(Goal {
+                        text: "(b) every try, where the wire order allows it".into(),
+                        met,
+                    }),
+                });
+            }
         }
     }
 

@@ -677,7 +677,19 @@ fn measure(
             )?;
         }
         if plan.figures.contains(&2) {
-            let subjects = only(&[Who::Floor, Who::FloorLoop, Who::Proxy, Who::Original]);
+            // With a daemon the stand-in relays query-status: the Mutex
+            // design at its least.
+            let subjects = if bed.mode == Mode::System {
+                only(&[
+                    Who::Floor,
+                    Who::FloorLoop,
+                    Who::Proxy,
+                    Who::Original,
+                    Who::Limit,
+                ])
+            } else {
+                only(&[Who::Floor, Who::FloorLoop, Who::Proxy, Who::Original])
+            };
             for (slot, &clients) in plan.concurrency.iter().enumerate() {
                 for &who in &subjects {
                     if who == Who::Original && clients > 1 {

@@ -150,10 +150,11 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
         for (clients, rates) in &results.rates {
             let cells = Who::ALL.map(|who| {
                 let mine = &rates[who.index()];
+                let relay = if who == Who::Limit { "relay: " } else { "" };
                 match nonempty(mine).map(median) {
                     Some(rate) => match paired(mine) {
-                        Some(ratio) => format!("{rate:.0} (×{ratio:.2})"),
-                        None => format!("{rate:.0}"),
+                        Some(ratio) => format!("{relay}{rate:.0} (×{ratio:.2})"),
+                        None => format!("{relay}{rate:.0}"),
                     },
                     None if who == Who::Original && *clients > 1 && bed.original.is_some() => {
                         ONE_CLIENT.to_owned()

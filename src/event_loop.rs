@@ -233,14 +233,7 @@ impl Shared {
             None => {
                 state.last_tag += 1;
                 let tag = state.last_tag;
-                let how = match self.epoll.watch(fd, wanted, tag, false) {
-                    Ok(()) => How::Epoll,
-                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => How::AlwaysReady,
-                    Err(e) => {
-                        crate::warn!("event loop: cannot watch descriptor {fd}: {e}");
-                        How::Broken
-                    }
-                };
+                let how = self.add_watch(fd, wanted, tag);
                 state.watched.push(Watched {
                     fd,
                     events: wanted,
@@ -250,8 +243,9 @@ impl Shared {
             }
             Some(i) if wanted == 0 => {
                 let watched = state.watched.swap_remove(i);
-                if watched.how == How::Epoll {
-                    // Fails only if it was closed already, which ended the watch.
+                if watched.how != How::AlwaysReady {
+                    // Fails if it was closed already, which ended the watch,
+                    // or was never added.
                     let _ = self.epoll.forget(fd);
                 }
             }
@@ -266,6 +260,28 @@ impl Shared {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds `fd` to the epoll set for `events`, reported with `tag`;
+    /// returns how it is watched.
+    fn add_watch(&self, fd: c_int, events: u32, tag: u64) -> How {
+        let mut added = self.epoll.watch(fd, events, tag, false);
+        // A registration outlived its descriptor number (closed before its
+        // handle was removed, its file still open elsewhere): take it over.
+        if added
+            .as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
+        {
+            added = self.epoll.watch(fd, events, tag, true);
+        }
+        match added {
+            Ok(()) => How::Epoll,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => How::AlwaysReady,
+            Err(e) => {
+                crate::warn!("event loop: cannot watch descriptor {fd}: {e}");
+                How::Broken
             }
         }
     }

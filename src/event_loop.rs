@@ -124,6 +124,8 @@ struct State {
     in_timers: bool,
     /// Threads waiting in `flush`, to be told when a pass over the timers ends.
     flushers: usize,
+    /// Wake-ups sent so far: what the tests count.
+    wake_ups: u64,
 }
 
 /// The loop's state, its epoll instance and its wake-up pair, for the
@@ -182,6 +184,30 @@ fn due_time(frequency: c_int, now: Instant) -> Option<Instant> {
 }
 
 impl Shared {
+    /// A loop with nothing to watch yet: its epoll instance, watching the
+    /// wake-up pair.
+    fn new() -> Result<Shared> {
+        let io_error = |source| Error::Io {
+            what: "cannot create the event loop's epoll instance and wake-up pair",
+            source,
+        };
+        let epoll = Epoll::new().map_err(io_error)?;
+        let (wake_sender, wake_receiver) = UnixStream::pair().map_err(io_error)?;
+        wake_sender.set_nonblocking(true).map_err(io_error)?;
+        wake_receiver.set_nonblocking(true).map_err(io_error)?;
+        let readable = libc::EPOLLIN as u32;
+        epoll
+            .watch(wake_receiver.as_raw_fd(), readable, WAKE_TAG, false)
+            .map_err(io_error)?;
+        Ok(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            epoll,
+            wake_sender,
+            wake_receiver,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         sync::lock(&self.state)
     }
@@ -190,6 +216,7 @@ impl Shared {
     fn wake(&self, state: &mut State) {
         if !state.woken {
             state.woken = true;
+            state.wake_ups += 1;
             // A full pair already holds a wake-up.
             let _ = (&self.wake_sender).write(&[1]);
         }
@@ -572,30 +599,8 @@ fn shared() -> Result<&'static Shared> {
     if let Some(shared) = SHARED.get() {
         return Ok(shared);
     }
-    let io_error = |source| Error::Io {
-        what: "cannot create the event loop's epoll instance and wake-up pair",
-        source,
-    };
-    let epoll = Epoll::new().map_err(io_error)?;
-    let (wake_sender, wake_receiver) = UnixStream::pair().map_err(io_error)?;
-    wake_sender.set_nonblocking(true).map_err(io_error)?;
-    wake_receiver.set_nonblocking(true).map_err(io_error)?;
-    epoll
-        .watch(
-            wake_receiver.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            WAKE_TAG,
-            false,
-        )
-        .map_err(io_error)?;
     // A racing first use loses its instance and pair; both see the one that won.
-    let _ = SHARED.set(Shared {
-        state: Mutex::new(State::default()),
-        changed: Condvar::new(),
-        epoll,
-        wake_sender,
-        wake_receiver,
-    });
+    let _ = SHARED.set(Shared::new()?);
     let shared = SHARED.get().expect("SHARED was set just above");
     ffi::register_event_impl(shared);
     Ok(shared)
@@ -717,6 +722,7 @@ impl Drop for EventLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::c_void;
 
     #[test]
     fn events_map_to_epoll_and_back() {
@@ -733,6 +739,171 @@ mod tests {
         );
         // Bits epoll may add that libvirt has no name for are dropped.
         assert_eq!(handle_events(libc::EPOLLRDHUP as u32), 0);
+    }
+
+    /// What the tests' callbacks were called with: (watch or timer, fd
+    /// or -1, events or 0). Tests run at once, each on descriptors and
+    /// ids of its own loop, so each looks only at its own.
+    static CALLS: Mutex<Vec<(usize, c_int, c_int, c_int)>> = Mutex::new(Vec::new());
+
+    // Which `Shared` a call came from: its address.
+    thread_local! {
+        static LOOP: Cell<usize> = const { Cell::new(0) };
+    }
+
+    extern "C" fn handled(watch: c_int, fd: c_int, events: c_int, _: *mut c_void) {
+        sync::lock(&CALLS).push((LOOP.get(), watch, fd, events));
+    }
+
+    extern "C" fn ticked(timer: c_int, _: *mut c_void) {
+        sync::lock(&CALLS).push((LOOP.get(), timer, -1, 0));
+    }
+
+    fn calls(shared: &Shared) -> Vec<(c_int, c_int, c_int)> {
+        let me = shared as *const Shared as usize;
+        sync::lock(&CALLS)
+            .iter()
+            .filter(|call| call.0 == me)
+            .map(|call| (call.1, call.2, call.3))
+            .collect()
+    }
+
+    /// Runs `shared` on a thread of its own until `done` says so, at
+    /// most 5 s, while `meanwhile` runs here; returns what it was called with.
+    fn run_until(
+        shared: &Shared,
+        done: impl Fn(&[(c_int, c_int, c_int)]) -> bool + Sync,
+        meanwhile: impl FnOnce(),
+    ) -> Vec<(c_int, c_int, c_int)> {
+        // A timer that keeps the loop from waiting for ever.
+        let guard = shared
+            .add_timeout(100, TimeoutCallback::for_tests(ticked))
+            .unwrap_or_else(|_| panic!("no timer"));
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                LOOP.set(shared as *const Shared as usize);
+                let mut ready = Vec::new();
+                while !done(&calls(shared)) && started.elapsed() < Duration::from_secs(5) {
+                    shared.run_once(&mut ready);
+                }
+            });
+            meanwhile();
+        });
+        shared.remove_timeout(guard);
+        calls(shared)
+            .into_iter()
+            .filter(|call| call.0 != guard || call.1 != -1)
+            .collect()
+    }
+
+    /// The loop is waiting in epoll_wait (or about to be).
+    fn waiting(shared: &Shared) {
+        while !shared.lock().polling {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    const READABLE: c_int = sys::VIR_EVENT_HANDLE_READABLE as c_int;
+    const WRITABLE: c_int = sys::VIR_EVENT_HANDLE_WRITABLE as c_int;
+
+    #[test]
+    fn a_watch_enabled_while_the_loop_waits_needs_no_wake_up() {
+        let shared = Shared::new().unwrap();
+        let (mut theirs, ours) = UnixStream::pair().unwrap();
+        let fd = ours.as_raw_fd();
+        let watch = shared
+            .add_handle(fd, 0, HandleCallback::for_tests(handled))
+            .unwrap_or_else(|_| panic!("no handle"));
+        let calls = run_until(
+            &shared,
+            |calls| calls.iter().any(|call| call.1 == fd),
+            || {
+                waiting(&shared);
+                // As libvirt does around a call: disabled, data, enabled.
+                shared.update_handle(watch, 0);
+                theirs.write_all(b"x").unwrap();
+                shared.update_handle(watch, READABLE);
+            },
+        );
+        assert_eq!(calls, vec![(watch, fd, READABLE)]);
+        assert_eq!(shared.lock().wake_ups, 0);
+    }
+
+    #[test]
+    fn a_disabled_watch_is_not_reported() {
+        let shared = Shared::new().unwrap();
+        let (mut theirs, ours) = UnixStream::pair().unwrap();
+        theirs.write_all(b"x").unwrap();
+        let fd = ours.as_raw_fd();
+        let watch = shared
+            .add_handle(fd, READABLE, HandleCallback::for_tests(handled))
+            .unwrap_or_else(|_| panic!("no handle"));
+        shared.update_handle(watch, 0);
+        let ticks = shared
+            .add_timeout(30, TimeoutCallback::for_tests(ticked))
+            .unwrap_or_else(|_| panic!("no timer"));
+        let calls = run_until(&shared, |calls| calls.iter().any(|c| c.0 == ticks), || {});
+        assert_eq!(calls, vec![(ticks, -1, 0)]);
+    }
+
+    #[test]
+    fn handles_sharing_a_descriptor_each_get_their_own_events() {
+        let shared = Shared::new().unwrap();
+        let (mut theirs, ours) = UnixStream::pair().unwrap();
+        theirs.write_all(b"x").unwrap();
+        let fd = ours.as_raw_fd();
+        let reader = shared
+            .add_handle(fd, READABLE, HandleCallback::for_tests(handled))
+            .unwrap_or_else(|_| panic!("no handle"));
+        let writer = shared
+            .add_handle(fd, WRITABLE, HandleCallback::for_tests(handled))
+            .unwrap_or_else(|_| panic!("no handle"));
+        let calls = run_until(&shared, |calls| calls.len() >= 2, || {});
+        assert!(calls.contains(&(reader, fd, READABLE)), "{calls:?}");
+        assert!(calls.contains(&(writer, fd, WRITABLE)), "{calls:?}");
+        // The reader gone, only the writer is told.
+        shared.remove_handle(reader);
+        sync::lock(&CALLS).clear();
+        let calls = run_until(&shared, |calls| !calls.is_empty(), || {});
+        assert_eq!(calls[0], (writer, fd, WRITABLE));
+        assert!(calls.iter().all(|call| call.0 == writer));
+    }
+
+    #[test]
+    fn a_regular_file_is_always_ready_as_poll_has_it() {
+        let shared = Shared::new().unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let fd = file.as_raw_fd();
+        let watch = shared
+            .add_handle(fd, READABLE, HandleCallback::for_tests(handled))
+            .unwrap_or_else(|_| panic!("no handle"));
+        let calls = run_until(&shared, |calls| calls.iter().any(|c| c.1 == fd), || {});
+        assert_eq!(calls, vec![(watch, fd, READABLE)]);
+    }
+
+    #[test]
+    fn only_a_timer_due_sooner_wakes_the_loop() {
+        let shared = Shared::new().unwrap();
+        let timer = shared
+            .add_timeout(5000, TimeoutCallback::for_tests(ticked))
+            .unwrap_or_else(|_| panic!("no timer"));
+        let mut later_woke = None;
+        let calls = run_until(
+            &shared,
+            |calls| calls.iter().any(|call| call.0 == timer),
+            || {
+                waiting(&shared);
+                // Later, as keepalive moves its timer on every message.
+                shared.update_timeout(timer, 6000);
+                later_woke = Some(shared.lock().wake_ups);
+                shared.update_timeout(timer, 10);
+            },
+        );
+        assert_eq!(later_woke, Some(0));
+        assert_eq!(shared.lock().wake_ups, 1);
+        assert_eq!(calls.first(), Some(&(timer, -1, 0)));
     }
 
     #[test]

@@ -864,6 +864,18 @@ impl HandleCallback {
     }
 }
 
+#[cfg(test)]
+impl HandleCallback {
+    /// A callback of the tests' own, with no data to free.
+    pub fn for_tests(callback: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void)) -> Self {
+        HandleCallback {
+            callback,
+            opaque: std::ptr::null_mut(),
+            free: None,
+        }
+    }
+}
+
 impl Drop for HandleCallback {
     fn drop(&mut self) {
         if let Some(free) = self.free {
@@ -892,6 +904,18 @@ impl TimeoutCallback {
     pub fn call(&self, timer: c_int) {
         // SAFETY: as in HandleCallback::call.
         unsafe { (self.callback)(timer, self.opaque) }
+    }
+}
+
+#[cfg(test)]
+impl TimeoutCallback {
+    /// A callback of the tests' own, with no data to free.
+    pub fn for_tests(callback: unsafe extern "C" fn(c_int, *mut c_void)) -> Self {
+        TimeoutCallback {
+            callback,
+            opaque: std::ptr::null_mut(),
+            free: None,
+        }
     }
 }
 

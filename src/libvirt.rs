@@ -703,37 +703,128 @@ pub enum Awaited {
 /// `first` (as without waiting), and `Gone` later: it was undefined, or a
 /// transient guest that stopped. Blocks for as long as the guest is down:
 /// run it where it can be abandoned.
-pub fn wait_until_running(uri: Option<&str>, wanted: &str, first: bool) -> Result<Awaited> {
+///
+/// libvirt going away meanwhile (a daemon restarted, or hung past
+/// keepalive) is survived as serving survives it: the wait starts again on
+/// a new connection, which is tried for up to `reconnect_timeout`.
+pub fn wait_until_running(
+    uri: Option<&str>,
+    wanted: &str,
+    first: bool,
+    reconnect_timeout: Duration,
+) -> Result<Awaited> {
+    let mut first = first;
+    loop {
+        let lost_uri = match watch_until_running(uri, wanted, first)? {
+            Watched::Awaited(awaited) => return Ok(awaited),
+            Watched::Lost(uri) => uri,
+        };
+        first = false;
+        warn!("lost the libvirt connection to '{lost_uri}' while waiting for domain '{wanted}'; reconnecting");
+        reach_again(uri, &lost_uri, reconnect_timeout)?;
+    }
+}
+
+/// How one watch of a domain that is down ended.
+enum Watched {
+    Awaited(Awaited),
+    /// The connection (to this URI) was lost.
+    Lost(String),
+}
+
+/// What the watch of a domain that is down hears.
+enum Heard {
+    Lifecycle(Lifecycle),
+    Lost,
+}
+
+/// One watch of `wanted`, on a connection of its own with keepalive and
+/// the close callback where libvirt has them (not the embedded driver).
+fn watch_until_running(uri: Option<&str>, wanted: &str, first: bool) -> Result<Watched> {
     let (connection, actual_uri) = connect(uri)?;
     let domain = match find(&connection, wanted, &actual_uri) {
         Ok(domain) => domain,
-        Err(Error::DomainNotFound { .. }) if !first => return Ok(Awaited::Gone),
+        Err(Error::DomainNotFound { .. }) if !first => return Ok(Watched::Awaited(Awaited::Gone)),
         Err(e) => return Err(e),
     };
-    let (wake, woken) = mpsc::channel();
+    let (heard, hearing) = mpsc::channel();
+    let lost = heard.clone();
     let _lifecycle = ffi::EventRegistration::lifecycle(
         &connection,
         &domain,
         Box::new(move |event| {
-            let _ = wake.send(event);
+            let _ = heard.send(Heard::Lifecycle(event));
         }),
     )
     .map_err(|source| Error::Libvirt {
         what: format!("cannot receive the events of domain '{wanted}'"),
         source,
     })?;
+    let _close = match connection.set_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT) {
+        Ok(()) => {
+            let on_close = Box::new(move |()| {
+                let _ = lost.send(Heard::Lost);
+            });
+            let close = ffi::CloseWatch::register(&connection, on_close);
+            Some(close.map_err(|source| Error::Libvirt {
+                what: format!("cannot watch the libvirt connection to '{actual_uri}'"),
+                source,
+            })?)
+        }
+        Err(_) => None,
+    };
     // Checked after registering, so that a start in between is not missed.
     loop {
         if domain.is_active().unwrap_or(false) {
-            return Ok(Awaited::Running);
+            return Ok(Watched::Awaited(Awaited::Running));
+        }
+        if !connection.is_alive().unwrap_or(false) {
+            return Ok(Watched::Lost(actual_uri));
         }
         if !domain.is_persistent().unwrap_or(true) {
-            return Ok(Awaited::Gone);
+            return Ok(Watched::Awaited(Awaited::Gone));
         }
-        match woken.recv() {
-            Ok(Lifecycle::Undefined) | Err(_) => return Ok(Awaited::Gone),
-            Ok(_) => {}
+        match hearing.recv() {
+            Ok(Heard::Lifecycle(Lifecycle::Undefined)) | Err(_) => {
+                return Ok(Watched::Awaited(Awaited::Gone))
+            }
+            Ok(Heard::Lost) => return Ok(Watched::Lost(actual_uri)),
+            Ok(Heard::Lifecycle(_)) => {}
         }
+    }
+}
+
+/// Tries to open `uri` again, with backoff, until it opens or
+/// `reconnect_timeout` has passed. Each try runs on a thread of its own,
+/// abandoned if it hangs (a stopped daemon accepts, then never answers).
+fn reach_again(uri: Option<&str>, lost_uri: &str, reconnect_timeout: Duration) -> Result<()> {
+    // A timeout too large to add is no limit at all.
+    let deadline = Instant::now().checked_add(reconnect_timeout);
+    let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let gave_up = || Error::ConnectionLost {
+        uri: lost_uri.to_owned(),
+        timeout: reconnect_timeout,
+    };
+    let mut pause = FIRST_RETRY;
+    loop {
+        let (opened, opening) = mpsc::channel();
+        let requested = uri.map(str::to_owned);
+        sync::spawn("reconnect-try", Some(256 * 1024), move || {
+            let _ = opened.send(Connect::open(requested.as_deref()).is_ok());
+        })?;
+        let reached = match left() {
+            Some(left) => opening.recv_timeout(left).map_err(|_| gave_up())?,
+            None => opening.recv().unwrap_or(false),
+        };
+        if reached {
+            info!("reconnected to '{lost_uri}'");
+            return Ok(());
+        }
+        if left().is_some_and(|left| left.is_zero()) {
+            return Err(gave_up());
+        }
+        std::thread::sleep(left().map_or(pause, |left| left.min(pause)));
+        pause = (pause * 2).min(LONGEST_RETRY);
     }
 }
 

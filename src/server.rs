@@ -217,7 +217,7 @@ fn start_up(
     sync::spawn("startup", None, move || {
         let ready = loop {
             if wait {
-                match libvirt::wait_until_running(uri.as_deref(), &domain, first) {
+                match libvirt::wait_until_running(uri.as_deref(), &domain, first, timeout) {
                     Ok(Awaited::Running) => {}
                     Ok(Awaited::Gone) => break Ok(None),
                     Err(e) => break Err(e),

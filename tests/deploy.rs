@@ -79,6 +79,14 @@ fn notify_socket(path: &Path) -> UnixDatagram {
     notify
 }
 
+/// A private libvirtd with a persistent guest `name`, shut off.
+fn stopped_guest(name: &str) -> Daemon {
+    let daemon = Daemon::start_persistent(name);
+    let out = daemon.virsh(&["destroy", daemon.guest()]);
+    assert!(out.status.success(), "virsh destroy: {out:?}");
+    daemon
+}
+
 fn greets(path: &Path) -> bool {
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(stream) => {
@@ -211,12 +219,11 @@ fn an_idle_proxy_exits_and_a_busy_one_does_not() {
 #[test]
 #[ignore = "needs the libvirt/QEMU test bed: run make check"]
 fn with_wait_the_socket_outlives_the_guest() {
-    let daemon = Daemon::start_persistent("waited");
+    let daemon = stopped_guest("waited");
     let run = |args: &[&str]| {
         let out = daemon.virsh(args);
         assert!(out.status.success(), "virsh {args:?}: {out:?}");
     };
-    run(&["destroy", daemon.guest()]);
     let socket = common::socket_path("waited");
     let notify_path = socket.with_file_name("notify");
     let notify = notify_socket(&notify_path);
@@ -278,6 +285,71 @@ fn with_wait_the_socket_outlives_the_guest() {
     );
     assert!(proxy.stderr().contains("is gone"), "{}", proxy.stderr());
     assert!(!socket.exists(), "socket left behind");
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn with_wait_a_libvirtd_restart_while_the_guest_is_down_is_survived() {
+    let daemon = stopped_guest("wait-restart");
+    let socket = common::socket_path("wait-restart");
+    let mut proxy = Running::spawn(
+        Command::new(PROXY_BIN)
+            .args(["--wait", "-r", "60", "-c", daemon.uri(), daemon.guest()])
+            .arg(&socket),
+        "wait-restart",
+    );
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    daemon.stop_daemon();
+    daemon.restart_daemon();
+    // The watch of the guest is on the new daemon: a start is seen.
+    let out = daemon.virsh(&["start", daemon.guest()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || greets(&socket)),
+        "{}",
+        proxy.stderr()
+    );
+    let mut client = Client::connect_negotiated(&socket);
+    let reply = client.command(r#"{"execute":"query-status"}"#);
+    assert_eq!(reply["return"]["status"], "running", "{reply}");
+    assert!(proxy.child.try_wait().unwrap().is_none());
+    assert!(
+        proxy.stderr().contains("while waiting"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+#[test]
+#[ignore = "needs the libvirt/QEMU test bed: run make check"]
+fn with_wait_a_hung_libvirtd_cannot_hold_the_proxy_past_its_reconnect_timeout() {
+    let daemon = stopped_guest("wait-hung");
+    let socket = common::socket_path("wait-hung");
+    let mut proxy = Running::spawn(
+        Command::new(PROXY_BIN)
+            .args(["--wait", "-r", "3", "-c", daemon.uri(), daemon.guest()])
+            .arg(&socket),
+        "wait-hung",
+    );
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let paused = daemon.pause_daemon();
+    let stopped = Instant::now();
+    // Keepalive notices the silence after 8 s; connecting again then
+    // hangs in libvirt's open, and the 3 s limit must still hold.
+    let status = proxy.wait_exit(Duration::from_secs(30));
+    let took = stopped.elapsed();
+    assert_eq!(status, Some(1), "{}", proxy.stderr());
+    assert!(
+        took > Duration::from_secs(5) && took < Duration::from_secs(20),
+        "gave up after {took:?}"
+    );
+    assert!(
+        proxy.stderr().contains("could not reconnect within 3 s"),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(!socket.exists(), "socket left behind");
+    drop(paused);
 }
 
 #[test]

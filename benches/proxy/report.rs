@@ -290,7 +290,11 @@ pub fn render(bed: &Bed, plan: &Plan, info: &Info, results: &Results, took: Dura
                         _ => format!("{} of {}", first(o), o.tries),
                     }
                 }),
-                goal: None,
+                // With the embedded driver there is no wire: every try.
+                goal: (bed.mode == Mode::Embed).then(|| Goal {
+                    text: "(b) every try, where the wire order allows it".into(),
+                    met: (proxy.tries > 0).then(|| first(&proxy) == proxy.tries),
+                }),
             });
         }
         if let Some(traced) = &results.traced {

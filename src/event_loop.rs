@@ -128,6 +128,22 @@ struct State {
     wake_ups: u64,
 }
 
+impl State {
+    /// The handle `watch`, unless it was removed.
+    fn handle(&mut self, watch: c_int) -> Option<&mut Handle> {
+        self.handles
+            .iter_mut()
+            .find(|handle| handle.watch == watch && !handle.removed)
+    }
+
+    /// The timer `id`, unless it was removed.
+    fn timer(&mut self, id: c_int) -> Option<&mut Timer> {
+        self.timers
+            .iter_mut()
+            .find(|timer| timer.id == id && !timer.removed)
+    }
+}
+
 /// The loop's state, its epoll instance and its wake-up pair, for the
 /// whole process: libvirt keeps the implementation registered for good.
 struct Shared {
@@ -387,9 +403,8 @@ impl Shared {
             .collect();
         for id in due {
             // An earlier callback may have removed, disabled or moved it.
-            let Some(timer) = state.timers.iter_mut().find(|timer| {
-                timer.id == id && !timer.removed && timer.due.is_some_and(|due| due <= now)
-            }) else {
+            let due_now = |timer: &&mut Timer| timer.due.is_some_and(|due| due <= now);
+            let Some(timer) = state.timer(id).filter(due_now) else {
                 continue;
             };
             timer.due = due_time(timer.frequency, Instant::now());
@@ -438,14 +453,13 @@ impl Shared {
     /// Runs the callback of handle `watch`, if it still watches `fd`.
     fn run_handle<'a>(
         &'a self,
-        state: MutexGuard<'a, State>,
+        mut state: MutexGuard<'a, State>,
         watch: c_int,
         fd: c_int,
         ready: u32,
     ) -> MutexGuard<'a, State> {
-        let Some(handle) = state.handles.iter().find(|handle| {
-            handle.watch == watch && handle.fd == fd && !handle.removed && handle.events != 0
-        }) else {
+        let watching = |handle: &&mut Handle| handle.fd == fd && handle.events != 0;
+        let Some(handle) = state.handle(watch).filter(watching) else {
             return state;
         };
         let wanted =
@@ -511,11 +525,7 @@ impl EventImpl for Shared {
 
     fn update_handle(&self, watch: c_int, events: c_int) {
         let mut state = self.lock();
-        let Some(handle) = state
-            .handles
-            .iter_mut()
-            .find(|handle| handle.watch == watch && !handle.removed)
-        else {
+        let Some(handle) = state.handle(watch) else {
             return;
         };
         if handle.events != events {
@@ -527,11 +537,7 @@ impl EventImpl for Shared {
 
     fn remove_handle(&self, watch: c_int) -> bool {
         let mut state = self.lock();
-        let Some(handle) = state
-            .handles
-            .iter_mut()
-            .find(|handle| handle.watch == watch && !handle.removed)
-        else {
+        let Some(handle) = state.handle(watch) else {
             return false;
         };
         handle.removed = true;
@@ -564,11 +570,7 @@ impl EventImpl for Shared {
 
     fn update_timeout(&self, id: c_int, frequency: c_int) {
         let mut state = self.lock();
-        let Some(timer) = state
-            .timers
-            .iter_mut()
-            .find(|timer| timer.id == id && !timer.removed)
-        else {
+        let Some(timer) = state.timer(id) else {
             return;
         };
         // As libvirt's loops do: an update restarts the countdown.
@@ -581,11 +583,7 @@ impl EventImpl for Shared {
 
     fn remove_timeout(&self, id: c_int) -> bool {
         let mut state = self.lock();
-        let Some(timer) = state
-            .timers
-            .iter_mut()
-            .find(|timer| timer.id == id && !timer.removed)
-        else {
+        let Some(timer) = state.timer(id) else {
             return false;
         };
         timer.removed = true;

@@ -833,14 +833,13 @@ impl Epoll {
     }
 }
 
-/// A handle callback libvirt gave to its event loop, with its opaque data;
-/// dropping it calls libvirt's free function on that data.
+/// The opaque data libvirt gave its event loop with a callback, and the
+/// function that frees it; dropping it frees the data.
 ///
 /// libvirt wants the free function called from a clean stack, never from
 /// within one of its callbacks nor from the remove call: the event loop
 /// drops these only on its own thread, between dispatches.
-pub struct HandleCallback {
-    callback: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void),
+struct CallbackData {
     opaque: *mut c_void,
     free: sys::virFreeCallback,
 }
@@ -848,35 +847,23 @@ pub struct HandleCallback {
 // SAFETY: libvirt hands its callbacks to an event loop that runs them on
 // another thread than the registering one (that is what an event loop
 // implementation is for); the data behind `opaque` is libvirt's, guarded by
-// its own locks, and only `call` and `drop` touch it.
-unsafe impl Send for HandleCallback {}
-// SAFETY: as above; `call` only passes the pointer back to libvirt.
-unsafe impl Sync for HandleCallback {}
+// its own locks, and only the callbacks and `drop` touch it.
+unsafe impl Send for CallbackData {}
+// SAFETY: as above; the callbacks only pass the pointer back to libvirt.
+unsafe impl Sync for CallbackData {}
 
-impl HandleCallback {
-    /// Tells libvirt that `events` (VIR_EVENT_HANDLE_*) happened on `fd`,
-    /// watched as `watch`.
-    pub fn call(&self, watch: c_int, fd: c_int, events: c_int) {
-        // SAFETY: the function and its opaque data came together from
-        // libvirt's add-handle call, and the data stays valid until `free`
-        // runs, in our drop, which cannot happen while `self` is borrowed.
-        unsafe { (self.callback)(watch, fd, events, self.opaque) }
-    }
-}
-
-#[cfg(test)]
-impl HandleCallback {
-    /// A callback of the tests' own, with no data to free.
-    pub fn for_tests(callback: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void)) -> Self {
-        HandleCallback {
-            callback,
+impl CallbackData {
+    /// For the tests' own callbacks: nothing to free.
+    #[cfg(test)]
+    fn none() -> CallbackData {
+        CallbackData {
             opaque: std::ptr::null_mut(),
             free: None,
         }
     }
 }
 
-impl Drop for HandleCallback {
+impl Drop for CallbackData {
     fn drop(&mut self) {
         if let Some(free) = self.free {
             // SAFETY: the free function libvirt gave with `opaque`, called
@@ -886,44 +873,51 @@ impl Drop for HandleCallback {
     }
 }
 
-/// A timeout callback libvirt gave to its event loop, with its opaque data;
-/// dropped like a `HandleCallback`.
-pub struct TimeoutCallback {
-    callback: unsafe extern "C" fn(c_int, *mut c_void),
-    opaque: *mut c_void,
-    free: sys::virFreeCallback,
+/// A handle callback libvirt gave to its event loop, with its data.
+pub struct HandleCallback {
+    callback: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void),
+    data: CallbackData,
 }
 
-// SAFETY: as for HandleCallback.
-unsafe impl Send for TimeoutCallback {}
-// SAFETY: as for HandleCallback.
-unsafe impl Sync for TimeoutCallback {}
+impl HandleCallback {
+    /// Tells libvirt that `events` (VIR_EVENT_HANDLE_*) happened on `fd`,
+    /// watched as `watch`.
+    pub fn call(&self, watch: c_int, fd: c_int, events: c_int) {
+        // SAFETY: the function and its opaque data came together from
+        // libvirt's add-handle call, and the data stays valid until `free`
+        // runs, in its drop, which cannot happen while `self` is borrowed.
+        unsafe { (self.callback)(watch, fd, events, self.data.opaque) }
+    }
+
+    /// A callback of the tests' own, with no data to free.
+    #[cfg(test)]
+    pub fn for_tests(callback: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void)) -> Self {
+        HandleCallback {
+            callback,
+            data: CallbackData::none(),
+        }
+    }
+}
+
+/// A timeout callback libvirt gave to its event loop, with its data.
+pub struct TimeoutCallback {
+    callback: unsafe extern "C" fn(c_int, *mut c_void),
+    data: CallbackData,
+}
 
 impl TimeoutCallback {
     /// Tells libvirt that the timer `timer` expired.
     pub fn call(&self, timer: c_int) {
         // SAFETY: as in HandleCallback::call.
-        unsafe { (self.callback)(timer, self.opaque) }
+        unsafe { (self.callback)(timer, self.data.opaque) }
     }
-}
 
-#[cfg(test)]
-impl TimeoutCallback {
     /// A callback of the tests' own, with no data to free.
+    #[cfg(test)]
     pub fn for_tests(callback: unsafe extern "C" fn(c_int, *mut c_void)) -> Self {
         TimeoutCallback {
             callback,
-            opaque: std::ptr::null_mut(),
-            free: None,
-        }
-    }
-}
-
-impl Drop for TimeoutCallback {
-    fn drop(&mut self) {
-        if let Some(free) = self.free {
-            // SAFETY: as in HandleCallback's drop.
-            unsafe { free(self.opaque) }
+            data: CallbackData::none(),
         }
     }
 }
@@ -1005,8 +999,7 @@ unsafe extern "C" fn add_handle_trampoline(
     };
     let callback = HandleCallback {
         callback,
-        opaque,
-        free,
+        data: CallbackData { opaque, free },
     };
     with_event_impl(-1, |events_impl| {
         events_impl
@@ -1041,8 +1034,7 @@ unsafe extern "C" fn add_timeout_trampoline(
     };
     let callback = TimeoutCallback {
         callback,
-        opaque,
-        free,
+        data: CallbackData { opaque, free },
     };
     with_event_impl(-1, |events_impl| {
         events_impl

@@ -55,6 +55,42 @@ pub const KEEPALIVE_COUNT: u32 = 3;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
+/// The pauses between attempts to reach libvirt again, each twice the
+/// last up to `LONGEST_RETRY`, and the time left for them.
+struct Retries {
+    /// None: no limit.
+    deadline: Option<Instant>,
+    pause: Duration,
+}
+
+impl Retries {
+    /// Retries for `timeout` from now; a timeout too large to add is no
+    /// limit at all, as is None.
+    fn new(timeout: Option<Duration>) -> Retries {
+        Retries {
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+            pause: FIRST_RETRY,
+        }
+    }
+
+    /// The time left; None when there is no limit.
+    fn left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn expired(&self) -> bool {
+        self.left().is_some_and(|left| left.is_zero())
+    }
+
+    /// The next pause, cut to the time left.
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.left().map_or(self.pause, |left| left.min(self.pause));
+        self.pause = (self.pause * 2).min(LONGEST_RETRY);
+        pause
+    }
+}
+
 /// How long dropping a `Guest` waits for its reconnect thread, which may be
 /// stuck in a libvirt call that cannot be interrupted.
 const RECONNECT_QUIT_WAIT: Duration = Duration::from_millis(500);
@@ -384,10 +420,7 @@ impl State {
         inbox: &Receiver<Reconnect>,
         timeout: Option<Duration>,
     ) -> Outcome {
-        // A timeout too large to add is no limit at all.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let mut pause = FIRST_RETRY;
+        let mut retries = Retries::new(timeout);
         loop {
             let attempt = Arc::clone(self);
             let started = sync::spawn("reconnect-try", Some(256 * 1024), move || {
@@ -398,7 +431,7 @@ impl State {
                 debug!("reconnecting to '{uri}': {e}");
             } else {
                 loop {
-                    match receive(inbox, left()) {
+                    match receive(inbox, retries.left()) {
                         Ok(Reconnect::Attempt(Ok(Some(link)))) => {
                             self.generation.store(link.generation, Ordering::Release);
                             *sync::lock(&self.link) = Some(link);
@@ -419,7 +452,7 @@ impl State {
                     }
                 }
             }
-            let wait = left().map_or(pause, |left| left.min(pause));
+            let wait = retries.next_pause();
             loop {
                 match receive(inbox, Some(wait)) {
                     Ok(Reconnect::Quit) | Err(RecvTimeoutError::Disconnected) => {
@@ -429,10 +462,9 @@ impl State {
                     Ok(_) => {}
                 }
             }
-            if left().is_some_and(|left| left.is_zero()) {
+            if retries.expired() {
                 return Outcome::GaveUp;
             }
-            pause = (pause * 2).min(LONGEST_RETRY);
         }
     }
 
@@ -798,21 +830,18 @@ fn watch_until_running(uri: Option<&str>, wanted: &str, first: bool) -> Result<W
 /// `reconnect_timeout` has passed. Each try runs on a thread of its own,
 /// abandoned if it hangs (a stopped daemon accepts, then never answers).
 fn reach_again(uri: Option<&str>, lost_uri: &str, reconnect_timeout: Duration) -> Result<()> {
-    // A timeout too large to add is no limit at all.
-    let deadline = Instant::now().checked_add(reconnect_timeout);
-    let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let mut retries = Retries::new(Some(reconnect_timeout));
     let gave_up = || Error::ConnectionLost {
         uri: lost_uri.to_owned(),
         timeout: reconnect_timeout,
     };
-    let mut pause = FIRST_RETRY;
     loop {
         let (opened, opening) = mpsc::channel();
         let requested = uri.map(str::to_owned);
         sync::spawn("reconnect-try", Some(256 * 1024), move || {
             let _ = opened.send(Connect::open(requested.as_deref()).is_ok());
         })?;
-        let reached = match left() {
+        let reached = match retries.left() {
             Some(left) => opening.recv_timeout(left).map_err(|_| gave_up())?,
             None => opening.recv().unwrap_or(false),
         };
@@ -820,11 +849,10 @@ fn reach_again(uri: Option<&str>, lost_uri: &str, reconnect_timeout: Duration) -
             info!("reconnected to '{lost_uri}'");
             return Ok(());
         }
-        if left().is_some_and(|left| left.is_zero()) {
+        if retries.expired() {
             return Err(gave_up());
         }
-        std::thread::sleep(left().map_or(pause, |left| left.min(pause)));
-        pause = (pause * 2).min(LONGEST_RETRY);
+        std::thread::sleep(retries.next_pause());
     }
 }
 
@@ -909,6 +937,20 @@ fn is_code(error: &virt::error::Error, code: ErrorNumber) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_double_up_to_the_longest_within_their_time() {
+        let mut forever = Retries::new(Some(Duration::MAX));
+        assert_eq!(forever.left(), None);
+        let pauses: Vec<Duration> = (0..8).map(|_| forever.next_pause()).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(pauses[..3], [ms(100), ms(200), ms(400)]);
+        assert_eq!(pauses[7], LONGEST_RETRY);
+        assert!(!forever.expired());
+        let mut short = Retries::new(Some(ms(50)));
+        assert!(short.next_pause() <= ms(50));
+        assert!(Retries::new(Some(Duration::ZERO)).expired());
+    }
 
     #[test]
     fn uuid_shapes_are_recognised() {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -85,6 +85,28 @@ fn stopped_guest(name: &str) -> Daemon {
     let out = daemon.virsh(&["destroy", daemon.guest()]);
     assert!(out.status.success(), "virsh destroy: {out:?}");
     daemon
+}
+
+/// A proxy with --wait and `--reconnect-timeout` `reconnect` for a
+/// stopped guest `name`, listening.
+fn waiting_for_stopped_guest(name: &str, reconnect: &str) -> (Daemon, PathBuf, Running) {
+    let daemon = stopped_guest(name);
+    let socket = common::socket_path(name);
+    let proxy = Running::spawn(
+        Command::new(PROXY_BIN)
+            .args([
+                "--wait",
+                "-r",
+                reconnect,
+                "-c",
+                daemon.uri(),
+                daemon.guest(),
+            ])
+            .arg(&socket),
+        name,
+    );
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    (daemon, socket, proxy)
 }
 
 fn greets(path: &Path) -> bool {
@@ -290,15 +312,7 @@ fn with_wait_the_socket_outlives_the_guest() {
 #[test]
 #[ignore = "needs the libvirt/QEMU test bed: run make check"]
 fn with_wait_a_libvirtd_restart_while_the_guest_is_down_is_survived() {
-    let daemon = stopped_guest("wait-restart");
-    let socket = common::socket_path("wait-restart");
-    let mut proxy = Running::spawn(
-        Command::new(PROXY_BIN)
-            .args(["--wait", "-r", "60", "-c", daemon.uri(), daemon.guest()])
-            .arg(&socket),
-        "wait-restart",
-    );
-    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let (daemon, socket, mut proxy) = waiting_for_stopped_guest("wait-restart", "60");
     daemon.stop_daemon();
     daemon.restart_daemon();
     // The watch of the guest is on the new daemon: a start is seen.
@@ -323,15 +337,7 @@ fn with_wait_a_libvirtd_restart_while_the_guest_is_down_is_survived() {
 #[test]
 #[ignore = "needs the libvirt/QEMU test bed: run make check"]
 fn with_wait_a_hung_libvirtd_cannot_hold_the_proxy_past_its_reconnect_timeout() {
-    let daemon = stopped_guest("wait-hung");
-    let socket = common::socket_path("wait-hung");
-    let mut proxy = Running::spawn(
-        Command::new(PROXY_BIN)
-            .args(["--wait", "-r", "3", "-c", daemon.uri(), daemon.guest()])
-            .arg(&socket),
-        "wait-hung",
-    );
-    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let (daemon, socket, mut proxy) = waiting_for_stopped_guest("wait-hung", "3");
     let paused = daemon.pause_daemon();
     let stopped = Instant::now();
     // Keepalive notices the silence after 8 s; connecting again then
